@@ -1,0 +1,157 @@
+"""The auth client: asks the auth API whether a session is valid, and remembers the answer.
+
+Fail closed: only a 2xx carrying a JSON object is a yes; 401/403 is a no; anything else (other
+statuses, timeouts, refused connections, bad JSON, unsafe identity values) is an error, never a yes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from gateway.cache import CookieHasher, SingleFlight, TTLCache
+from gateway.config import AuthConfig
+from gateway.errors import AuthUnavailable
+
+MAX_VALIDATE_BODY_BYTES = 64 * 1024
+_UNSAFE_VALUE_CHARS = frozenset("\r\n\x00")
+
+log = structlog.get_logger("gateway.auth")
+
+
+class Outcome(enum.StrEnum):
+    """How a request's authentication was decided, as logged and counted."""
+
+    PUBLIC = "public"
+    CACHED = "cached"
+    VALIDATED = "validated"
+    DENIED = "denied"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A validated session: the headers it sends upstream and the claims it was built from."""
+
+    headers: tuple[tuple[str, str], ...]
+    claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer for one request: an identity, or None when the session is not valid."""
+
+    outcome: Outcome
+    identity: Identity | None
+
+
+def _field(claims: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = claims
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def identity_from_claims(claims: Mapping[str, Any], fields: Mapping[str, str]) -> Identity:
+    """Build identity headers: scalars as their string form; missing, null, objects, lists: none."""
+    headers = []
+    for header, dotted in fields.items():
+        value = _field(claims, dotted)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            text = str(value)
+        else:
+            continue
+        if not _UNSAFE_VALUE_CHARS.isdisjoint(text):
+            raise AuthUnavailable(f"the auth API sent an unsafe value for {header}")
+        headers.append((header, text))
+    return Identity(tuple(headers), claims)
+
+
+class AuthClient:
+    """Validates session cookies against the auth API, cached, one call per cookie at a time."""
+
+    def __init__(self, config: AuthConfig, session: aiohttp.ClientSession) -> None:
+        self._config = config
+        self._session = session
+        self._hash = CookieHasher()
+        self._cache: TTLCache[bytes, Identity] = TTLCache(config.cache_max_entries)
+        self._flight: SingleFlight[bytes, Verdict] = SingleFlight()
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self.calls = 0
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+    def forget(self, cookie_value: str) -> bool:
+        """Drop a cached validation (revocation)."""
+        return self._cache.discard(self._hash(cookie_value))
+
+    async def verify(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
+        """Return the verdict for a session cookie value; raise AuthUnavailable on any doubt."""
+        key = self._hash(cookie_value)
+        if self._config.cache_ttl > 0:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return Verdict(Outcome.CACHED, cached)
+        return await self._flight.run(
+            key, lambda: self._validate(key, cookie_value, client_ip, request_id)
+        )
+
+    async def _validate(
+        self, key: bytes, cookie_value: str, client_ip: str, request_id: str
+    ) -> Verdict:
+        self.calls += 1
+        headers = {
+            "Cookie": f"{self._config.cookie}={cookie_value}",
+            "User-Agent": self._config.user_agent,
+            "X-Forwarded-For": client_ip,
+            "X-Request-ID": request_id,
+        }
+        try:
+            async with self._session.get(
+                self._config.validate_url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                status = response.status
+                if status in (401, 403):
+                    return Verdict(Outcome.DENIED, None)
+                if not 200 <= status < 300:
+                    raise AuthUnavailable(f"the auth API answered {status}")
+                body = await _read_small(response.content)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("auth api unavailable", error=type(exc).__name__, request_id=request_id)
+            raise AuthUnavailable("the auth API could not be reached") from None
+        try:
+            claims = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise AuthUnavailable("the auth API sent a body that is not JSON") from None
+        if not isinstance(claims, dict):
+            raise AuthUnavailable("the auth API sent JSON that is not an object")
+        identity = identity_from_claims(claims, self._config.identity_headers)
+        if self._config.cache_ttl > 0:
+            self._cache.put(key, identity, self._config.cache_ttl)
+        return Verdict(Outcome.VALIDATED, identity)
+
+
+async def _read_small(stream: aiohttp.StreamReader) -> bytes:
+    chunks = []
+    size = 0
+    while chunk := await stream.readany():
+        size += len(chunk)
+        if size > MAX_VALIDATE_BODY_BYTES:
+            raise AuthUnavailable("the auth API sent an oversized body")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,90 @@
+"""The in-process validation cache: bounded, expiring, keyed by a keyed hash of the cookie.
+
+The raw cookie value is never a key: a heap dump or a debug print of the cache shows only digests
+that cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+K = TypeVar("K")
+
+
+class CookieHasher:
+    """HMAC-style keyed digest of a cookie value (BLAKE2b with a key)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key if key is not None else secrets.token_bytes(32)
+
+    def __call__(self, value: str) -> bytes:
+        return hashlib.blake2b(value.encode(), key=self._key, digest_size=20).digest()
+
+
+class TTLCache(Generic[K, V]):
+    """An LRU map whose entries expire; expired entries are dropped when touched."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max = max_entries
+        self._clock = clock
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: K) -> V | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        self._data[key] = (self._clock() + ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def discard(self, key: K) -> bool:
+        return self._data.pop(key, None) is not None
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent callers with the same key share one call.
+
+    The call runs in its own task, so a caller that goes away (a client that disconnects) does not
+    cancel it for the others.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: dict[K, asyncio.Future[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(call())
+            self._inflight[key] = future
+            future.add_done_callback(lambda f: self._finished(key, f))
+        return await asyncio.shield(future)
+
+    def _finished(self, key: K, future: asyncio.Future[V]) -> None:
+        self._inflight.pop(key, None)
+        # Retrieve the outcome so a call whose callers all left is not reported as unhandled.
+        if not future.cancelled():
+            future.exception()

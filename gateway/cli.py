@@ -1,0 +1,61 @@
+"""Command line: run the gateway, check a config, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "/etc/hamrah-gateway/gateway.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hamrah-gateway",
+        description="Authenticating reverse proxy: validates the session cookie before a web app.",
+    )
+    parser.add_argument("--config", type=Path, help=f"YAML config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="run gateway, demo frontend and demo auth API in one process"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080, help="the gateway's port (default 8080)")
+    frontend = commands.add_parser("demo-frontend", help="run only the demo frontend")
+    frontend.add_argument("--listen", default="0.0.0.0:3000")
+    frontend.add_argument("--api-url", default="http://127.0.0.1:8787")
+    api = commands.add_parser("demo-api", help="run only the demo auth API")
+    api.add_argument("--listen", default="0.0.0.0:8787")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from gateway.demo_runner import run_demo
+
+        return run_demo(args.host, args.port)
+    if args.command in ("demo-frontend", "demo-api"):
+        from gateway.demo_runner import run_demo_service
+
+        return run_demo_service(args.command, args.listen, getattr(args, "api_url", ""))
+    path = args.config or Path(DEFAULT_CONFIG)
+    try:
+        if args.check:
+            load_config(path)
+            print(f"{path}: ok")
+            return 0
+        from gateway.service import run_service
+
+        return run_service(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return ConfigError.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

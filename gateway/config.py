@@ -1,0 +1,382 @@
+"""Configuration: YAML with ${VAR} substitution, validated once into frozen, typed values.
+
+Every problem is collected and reported together, each naming its key and YAML line, so an operator
+fixes a config in one pass; nothing starts half-configured (see ConfigError).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from yarl import URL
+
+from gateway.paths import PathError, PrefixTable, normalize_path
+
+DEFAULT_LISTEN = "0.0.0.0:8080"
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:9901"
+DEFAULT_UPSTREAM_TIMEOUT = 30.0
+DEFAULT_AUTH_TIMEOUT = 2.0
+DEFAULT_CACHE_TTL = 300.0
+DEFAULT_CACHE_MAX_ENTRIES = 100_000
+DEFAULT_COOKIE = "session"
+DEFAULT_USER_AGENT = "hamrah-web-server/1.0"
+DEFAULT_LOGIN_URL = "/login"
+DEFAULT_MAX_HEADER_BYTES = 8192
+DEFAULT_SHUTDOWN_GRACE = 10.0
+DEFAULT_IDENTITY_HEADERS = {"X-Auth-User-Id": "id", "X-Auth-User-Email": "email"}
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# RFC 7230 token: what a header name may contain.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_COOKIE_NAME = _TOKEN
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; str() lists each with its key and line."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A parsed host:port listen address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _parse_host_port(value: str) -> HostPort:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return HostPort(host, port)
+
+
+def _check_host_port(value: str) -> str:
+    _parse_host_port(value)
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    try:
+        url = URL(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"unparsable URL {value!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"expected an absolute http(s) URL, got {value!r}")
+    if url.fragment:
+        raise ValueError(f"URL must not have a fragment: {value!r}")
+    return value
+
+
+def _check_header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"not a valid header name: {value!r}")
+    return value
+
+
+def _check_prefix(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"a path prefix must start with '/', got {value!r}")
+    try:
+        normalize_path(value)
+    except PathError as exc:
+        raise ValueError(f"path prefix {value!r} cannot be normalized: {exc}") from None
+    return value
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or CIDR: {value!r}") from None
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_host_port)]
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+HeaderName = Annotated[str, AfterValidator(_check_header_name)]
+PathPrefix = Annotated[str, AfterValidator(_check_prefix)]
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthConfig(_Model):
+    """How sessions are validated against the auth API."""
+
+    validate_url: HttpUrl
+    cookie: str = DEFAULT_COOKIE
+    timeout: PositiveSeconds = DEFAULT_AUTH_TIMEOUT
+    cache_ttl: Annotated[float, Field(ge=0, le=86400)] = DEFAULT_CACHE_TTL
+    cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = DEFAULT_CACHE_MAX_ENTRIES
+    user_agent: str = DEFAULT_USER_AGENT
+    identity_headers: dict[HeaderName, str] = Field(
+        default_factory=lambda: dict(DEFAULT_IDENTITY_HEADERS)
+    )
+
+    @field_validator("cookie")
+    @classmethod
+    def _cookie_name(cls, value: str) -> str:
+        if not _COOKIE_NAME.match(value):
+            raise ValueError(f"not a valid cookie name: {value!r}")
+        return value
+
+    @field_validator("identity_headers")
+    @classmethod
+    def _distinct_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        lowered = [name.lower() for name in value]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("identity header names must differ case-insensitively")
+        for name, field in value.items():
+            if not field or any(not part for part in field.split(".")):
+                raise ValueError(f"{name}: empty field path {field!r}")
+        return value
+
+    @field_validator("user_agent")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class LogConfig(_Model):
+    """Log level and rendering."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class GatewayConfig(_Model):
+    """The whole gateway configuration, as validated from YAML."""
+
+    listen: ListenAddress = DEFAULT_LISTEN
+    upstream: HttpUrl
+    upstream_timeout: PositiveSeconds = DEFAULT_UPSTREAM_TIMEOUT
+    auth: AuthConfig
+    protect: list[PathPrefix] = Field(default_factory=list)
+    public: list[PathPrefix] = Field(default_factory=list)
+    login_url: str = DEFAULT_LOGIN_URL
+    trusted_proxies: list[Cidr] = Field(default_factory=list)
+    admin_listen: ListenAddress | None = DEFAULT_ADMIN_LISTEN
+    max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = DEFAULT_MAX_HEADER_BYTES
+    shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = DEFAULT_SHUTDOWN_GRACE
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @field_validator("login_url")
+    @classmethod
+    def _login_path(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("//") or "\\" in value:
+            raise ValueError(f"must be a same-origin path such as /login, got {value!r}")
+        path = value.split("?", 1)[0]
+        try:
+            normalize_path(path)
+        except PathError as exc:
+            raise ValueError(f"{value!r} cannot be normalized: {exc}") from None
+        return value
+
+    @property
+    def listen_address(self) -> HostPort:
+        return _parse_host_port(self.listen)
+
+    @property
+    def admin_address(self) -> HostPort | None:
+        return None if self.admin_listen is None else _parse_host_port(self.admin_listen)
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+
+
+class _LineTracker:
+    """Maps a key path (('auth', 'timeout')) to the YAML line it was written on."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[str | int, ...], int] = {}
+
+    def line_for(self, loc: Sequence[str | int]) -> int | None:
+        path = tuple(loc)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def _substitute(text: str, env: Mapping[str, str], missing: list[str]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and (env[name] != "" or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    return _ENV_REF.sub(repl, text)
+
+
+def _walk(
+    node: yaml.Node,
+    loader: yaml.SafeLoader,
+    path: tuple[str | int, ...],
+    tracker: _LineTracker,
+    env: Mapping[str, str],
+    problems: list[str],
+) -> None:
+    """Substitute ${VAR} in scalars, record each key's line, and refuse duplicate keys."""
+    tracker.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.ScalarNode):
+        if "${" in node.value:
+            missing: list[str] = []
+            node.value = _substitute(node.value, env, missing)
+            for name in missing:
+                problems.append(
+                    f"{_dotted(path)}: environment variable {name} is not set and has no default"
+                    f" (line {node.start_mark.line + 1})"
+                )
+            if node.style is None:
+                node.tag = loader.resolve(  # type: ignore[no-untyped-call]
+                    yaml.ScalarNode, node.value, (True, False)
+                )
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, loader, (*path, index), tracker, env, problems)
+    elif isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                problems.append(
+                    f"{_dotted((*path, key))}: duplicate key (line {key_node.start_mark.line + 1})"
+                )
+            seen.add(key)
+            _walk(value_node, loader, (*path, key), tracker, env, problems)
+            tracker.lines[(*path, key)] = key_node.start_mark.line + 1
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "(top level)"
+
+
+def _pydantic_problems(exc: ValidationError, tracker: _LineTracker) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        # Unions and annotated validators add their type names to loc: keep only the parts that
+        # are keys or indexes of the YAML (or the name of a missing key).
+        loc: list[str | int] = []
+        for index, part in enumerate(error["loc"]):
+            last = index == len(error["loc"]) - 1
+            if (*loc, part) in tracker.lines or (last and error["type"] == "missing"):
+                loc.append(part)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        line = tracker.line_for(loc)
+        where = f" (line {line})" if line is not None else ""
+        problems.append(f"{_dotted(loc)}: {message}{where}")
+    return problems
+
+
+def _cross_checks(config: GatewayConfig, tracker: _LineTracker) -> list[str]:
+    """Checks that span keys: rules that cannot both hold, and a login page that would loop."""
+    problems = []
+
+    def at(loc: tuple[str | int, ...]) -> str:
+        line = tracker.line_for(loc)
+        return f" (line {line})" if line is not None else ""
+
+    try:
+        table = PrefixTable(
+            [(p, "protect") for p in config.protect] + [(p, "public") for p in config.public]
+        )
+    except (ValueError, PathError) as exc:
+        problems.append(f"protect/public: {exc}{at(('protect',))}")
+    else:
+        login_path = normalize_path(config.login_url.split("?", 1)[0])
+        if table.lookup(login_path) == "protect":
+            problems.append(
+                f"login_url: {config.login_url!r} falls under a protected prefix, so sending"
+                f" people to sign in would loop; add it to public or move it{at(('login_url',))}"
+            )
+    return problems
+
+
+def parse_config(
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Parse and validate YAML text; raise ConfigError listing every problem."""
+    environ = os.environ if env is None else env
+    loader = yaml.SafeLoader(text)
+    tracker = _LineTracker()
+    problems: list[str] = []
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(source, ["(top level): the file is empty"])
+        _walk(node, loader, (), tracker, environ, problems)
+        data: Any = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"(yaml): {problem}{where}"]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of keys"])
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, tracker))
+        raise ConfigError(source, problems) from None
+    problems.extend(_cross_checks(config, tracker))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"(file): cannot read: {exc}"]) from None
+    return parse_config(text, str(path), env)

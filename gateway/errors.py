@@ -1,0 +1,50 @@
+"""Typed errors that know the HTTP status the gateway answers with.
+
+Raised anywhere on the request path and turned into one answer (an HTML page or JSON) in one place.
+The reason is written for the client: it never quotes a header, a cookie or an exception text.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives itself instead of relaying one."""
+
+    status = 500
+    outcome: str | None = None
+
+    def __init__(self, reason: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.headers = headers
+
+
+class BadRequest(GatewayError):
+    """The request cannot be read without ambiguity."""
+
+    status = 400
+
+
+class HeadersTooLarge(GatewayError):
+    """A header line, or all headers together, exceed max_header_bytes."""
+
+    status = 431
+
+
+class AuthUnavailable(GatewayError):
+    """The auth API did not give a usable answer; the gateway fails closed."""
+
+    status = 503
+    outcome = "error"
+
+
+class UpstreamUnreachable(GatewayError):
+    """The frontend refused or dropped the connection before answering."""
+
+    status = 502
+
+
+class UpstreamTimeout(GatewayError):
+    """The frontend sent no response headers within upstream_timeout."""
+
+    status = 504

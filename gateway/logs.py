@@ -1,0 +1,192 @@
+"""Structured logging: one JSON line per request, and no secret in any line at any level.
+
+Redaction is a processor every line passes through, the gateway's own and the standard library's
+(aiohttp.server, aiohttp.client, asyncio), so a failure path cannot leak what the happy path hides.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+from structlog.types import EventDict, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+SENSITIVE_KEYS = frozenset(
+    {"cookie", "set-cookie", "set_cookie", "authorization", "proxy-authorization"}
+)
+REQUEST_INFO_KEY = "gateway.request_info"
+STDLIB_LOGGERS = ("aiohttp", "asyncio", "redis")
+
+# Values that must not appear in any line logged while the current request is being served.
+_request_secrets: ContextVar[tuple[str, ...]] = ContextVar("request_secrets", default=())
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What the access line says about one request; filled in as the request moves along."""
+
+    request_id: str
+    client_ip: str
+    path: str
+    query: str = ""
+    auth: str = "public"
+    upstream_status: int | None = None
+    error: str | None = None
+    secrets: tuple[str, ...] = field(default=())
+
+
+def bind_secrets(values: Iterable[str]) -> None:
+    """Remember this request's secret values (session cookie, tokens) for redaction."""
+    _request_secrets.set(tuple(v for v in values if len(v) >= 4))
+
+
+class Redactor:
+    """Replaces secret values and secret-bearing patterns in every string of an event."""
+
+    def __init__(self, cookie_name: str) -> None:
+        name = re.escape(cookie_name)
+        self._patterns = re.compile(
+            rf"((?:^|[\s;,&?'\"(\[{{]){name}=)[^;\s,&'\"]+"
+            r"|(bearer\s+)[A-Za-z0-9._~+/=-]+"
+            r"|((?:set-)?cookie['\"]?\s*[:=,]\s*['\"]?)[^'\"\n]+"
+            r"|((?:proxy-)?authorization['\"]?\s*[:=,]\s*['\"]?)[^'\"\n]+",
+            re.IGNORECASE,
+        )
+
+    def _sub(self, match: re.Match[str]) -> str:
+        prefix = next(g for g in match.groups() if g is not None)
+        return prefix + REDACTED
+
+    def scrub(self, text: str, secrets: tuple[str, ...]) -> str:
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return self._patterns.sub(self._sub, text)
+
+    def _value(self, key: str | None, value: Any, secrets: tuple[str, ...]) -> Any:
+        if key is not None and key.lower() in SENSITIVE_KEYS:
+            return REDACTED
+        if isinstance(value, str):
+            return self.scrub(value, secrets)
+        if isinstance(value, dict):
+            return {k: self._value(str(k), v, secrets) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            if len(value) == 2 and isinstance(value[0], str) and value[0].lower() in SENSITIVE_KEYS:
+                return [value[0], REDACTED]
+            return [self._value(None, v, secrets) for v in value]
+        if isinstance(value, bytes):
+            return self.scrub(value.decode("utf-8", "replace"), secrets)
+        return value
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        secrets = _request_secrets.get()
+        return {k: self._value(k, v, secrets) for k, v in event.items()}
+
+
+def _drop_color_message(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    event.pop("color_message", None)
+    return event
+
+
+def _processors(cookie_name: str) -> list[Processor]:
+    # Exceptions are rendered to text before redaction so their text is scrubbed too.
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _drop_color_message,
+        Redactor(cookie_name),
+    ]
+
+
+def _render_json(logger: WrappedLogger, method: str, event: EventDict) -> str:
+    return orjson.dumps(event, default=str).decode()
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: str = "json",
+    cookie_name: str = "session",
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and the standard library's loggers through one redacting chain."""
+    out = stream if stream is not None else sys.stdout
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    shared = _processors(cookie_name)
+    renderer: Processor = (
+        _render_json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for name in STDLIB_LOGGERS:
+        logging.getLogger(name).setLevel(numeric)
+    # aiohttp's access logger is replaced by AccessLogger below; silence any stray use of it.
+    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL + 1)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access logger replaced by one structured, redacted line per request."""
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._log = structlog.get_logger("gateway.access")
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        info: RequestInfo | None = request.get(REQUEST_INFO_KEY)
+        if info is None:
+            # The parser refused the request before the gateway saw it: log what is safe to.
+            self._log.info(
+                "request",
+                method=request.method,
+                status=response.status,
+                duration_ms=round(time * 1000, 3),
+                client_ip=request.remote,
+                auth="none",
+            )
+            return
+        token = _request_secrets.set(info.secrets)
+        try:
+            self._log.info(
+                "request",
+                method=request.method,
+                path=info.path,
+                query=info.query,
+                status=response.status,
+                duration_ms=round(time * 1000, 3),
+                client_ip=info.client_ip,
+                request_id=info.request_id,
+                auth=info.auth,
+                upstream_status=info.upstream_status,
+                error=info.error,
+            )
+        finally:
+            _request_secrets.reset(token)
+
+    @property
+    def enabled(self) -> bool:
+        return True

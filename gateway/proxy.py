@@ -1,0 +1,219 @@
+"""The relay: one request to the frontend and its answer back, streamed both ways, and websockets.
+
+Bodies are never held whole: each chunk is written on as it arrives, so a 1 GB upload or download, a
+chunked response or a server-sent-events stream passes through in constant memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
+import aiohttp
+import structlog
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.forwarded import HOP_BY_HOP, Headers
+
+log = structlog.get_logger("gateway.proxy")
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Close codes that describe a connection's end but must never be sent in a close frame.
+_UNSENDABLE_CLOSE_CODES = {1005: 1000, 1006: 1011, 1015: 1011}
+# A WebSocket message bigger than this is refused rather than buffered (both sides).
+MAX_WEBSOCKET_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class RelayResponse(web.StreamResponse):
+    """A response that adds nothing the frontend did not send (no Server, no Content-Type)."""
+
+    def __init__(self, status: int, reason: str | None, headers: CIMultiDict[str]) -> None:
+        super().__init__(status=status, reason=reason, headers=headers)
+        self._had_content_type = "Content-Type" in headers
+        self._had_server = "Server" in headers
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        if not self._had_content_type:
+            self._headers.popall("Content-Type", None)
+        if not self._had_server:
+            self._headers.popall("Server", None)
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The frontend's headers less hop-by-hop ones and those its Connection header names."""
+    named = header_tokens(upstream.getall("Connection", ()))
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        key = name.lower()
+        if key in HOP_BY_HOP or key in named:
+            continue
+        out.add(name, value)
+    return out
+
+
+class Relay:
+    """Sends requests to one upstream over a shared keepalive pool."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: URL, timeout: float) -> None:
+        self._session = session
+        self._base = str(base).rstrip("/")
+        self._timeout = timeout
+
+    def target(self, path: str, query: str) -> URL:
+        # Built from strings already normalized and checked: encoded=True keeps them byte for byte.
+        return URL(f"{self._base}{path}?{query}" if query else f"{self._base}{path}", encoded=True)
+
+    async def http(
+        self,
+        request: web.BaseRequest,
+        url: URL,
+        headers: Headers,
+        adjust: Callable[[CIMultiDict[str]], None] | None = None,
+    ) -> web.StreamResponse:
+        """Relay one exchange; failures before the first byte raise, for a clean answer."""
+        body = request.content if request.body_exists else None
+        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
+            # Only now, after auth, is the client told to send its body.
+            await request.writer.write(CONTINUE)
+        try:
+            async with asyncio.timeout(self._timeout):
+                upstream = await self._session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout("the application did not answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(
+                f"the application could not be reached ({type(exc).__name__})"
+            ) from None
+        try:
+            out_headers = response_headers(upstream.headers)
+            if adjust is not None:
+                adjust(out_headers)
+            response = RelayResponse(upstream.status, upstream.reason, out_headers)
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                # The frontend broke off: end the client's connection rather than finish the
+                # body, so a truncated download is never seen as complete.
+                log.warning("upstream body cut", error=type(exc).__name__)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("upstream body cut") from None
+            await response.write_eof()
+            return response
+        finally:
+            upstream.release()
+
+    async def websocket(
+        self,
+        request: web.BaseRequest,
+        url: URL,
+        headers: Headers,
+        registry: set[web.WebSocketResponse],
+    ) -> web.StreamResponse:
+        """Proxy a WebSocket: frames, pings and close codes pass through unchanged."""
+        protocols = [
+            p.strip()
+            for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+            for p in value.split(",")
+            if p.strip()
+        ]
+        try:
+            async with asyncio.timeout(self._timeout):
+                upstream = await self._session.ws_connect(
+                    url,
+                    headers=headers,
+                    protocols=protocols,
+                    autoclose=False,
+                    autoping=False,
+                    compress=0,
+                    max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout("the application did not answer in time") from None
+        except aiohttp.WSServerHandshakeError as exc:
+            return web.Response(
+                status=exc.status, text=f"websocket refused by the application: {exc.status}\n"
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(
+                f"the application could not be reached ({type(exc).__name__})"
+            ) from None
+        client = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            autoclose=False,
+            autoping=False,
+            compress=False,
+            max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
+        )
+        try:
+            await client.prepare(request)
+            # Registered so a graceful shutdown can close it with 1001.
+            registry.add(client)
+            await _pump_both(client, upstream)
+        finally:
+            registry.discard(client)
+            await upstream.close()
+        return client
+
+
+WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _pump(source: WebSocket, sink: WebSocket) -> None:
+    while True:
+        message = await source.receive()
+        kind = message.type
+        if kind is WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif kind is WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+        elif kind is WSMsgType.PING:
+            await sink.ping(message.data)
+        elif kind is WSMsgType.PONG:
+            await sink.pong(message.data)
+        elif kind is WSMsgType.CLOSE:
+            code = _UNSENDABLE_CLOSE_CODES.get(message.data, message.data)
+            await sink.close(code=code, message=(message.extra or "").encode())
+            return
+        else:
+            # CLOSING, CLOSED or ERROR: the source is gone without a close frame to pass on.
+            await sink.close(code=1011 if kind is WSMsgType.ERROR else 1001)
+            return
+
+
+async def _pump_both(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse
+) -> None:
+    tasks = [
+        asyncio.ensure_future(_pump(client, upstream)),
+        asyncio.ensure_future(_pump(upstream, client)),
+    ]
+    try:
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # The other direction ends when its close reply arrives; give it a moment, no more.
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+                await task
+
+
+def header_tokens(values: Iterable[str]) -> set[str]:
+    """Lower-cased comma-separated tokens of a list-valued header."""
+    return {token.strip().lower() for value in values for token in value.split(",")}

@@ -1,0 +1,354 @@
+"""The gateway's request path, assembled in one place, and the server that runs it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway import pages
+from gateway.auth import AuthClient, Identity, Outcome, Verdict
+from gateway.config import GatewayConfig
+from gateway.cookies import find_session
+from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
+from gateway.forwarded import HeaderPolicy, request_id_from
+from gateway.logs import REQUEST_INFO_KEY, AccessLogger, RequestInfo, bind_secrets
+from gateway.paths import PathError, PrefixTable, normalize_path, split_target
+from gateway.proxy import Relay, header_tokens
+
+log = structlog.get_logger("gateway.server")
+
+PROTECT = "protect"
+PUBLIC = "public"
+# The request line (method, target, version) may be this long; longer gets 414.
+MAX_REQUEST_LINE_BYTES = 16384
+TOTAL_HEADER_FACTOR = 4
+MAX_HEADER_COUNT = 128
+UPSTREAM_POOL_SIZE = 512
+AUTH_POOL_SIZE = 128
+KEEPALIVE_SECONDS = 75.0
+NO_STORE = ("Cache-Control", "no-store")
+VARY_COOKIE = ("Vary", "Cookie")
+
+
+@dataclass
+class Runtime:
+    """Everything built from one config: rules, policies, clients. Swapped whole on reload."""
+
+    config: GatewayConfig
+    rules: PrefixTable[str]
+    policy: HeaderPolicy
+    auth: AuthClient
+    relay: Relay
+    login_path: str
+    login_query: str
+
+    @classmethod
+    def build(
+        cls,
+        config: GatewayConfig,
+        auth_session: aiohttp.ClientSession,
+        upstream: aiohttp.ClientSession,
+    ) -> Runtime:
+        rules = PrefixTable(
+            [(p, PROTECT) for p in config.protect] + [(p, PUBLIC) for p in config.public]
+        )
+        policy = HeaderPolicy(config.trusted_networks, config.auth.identity_headers)
+        login_path, _, login_query = config.login_url.partition("?")
+        return cls(
+            config=config,
+            rules=rules,
+            policy=policy,
+            auth=AuthClient(config.auth, auth_session),
+            relay=Relay(upstream, URL(config.upstream), config.upstream_timeout),
+            login_path=login_path,
+            login_query=login_query,
+        )
+
+
+def _is_websocket(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    return (
+        request.method == "GET"
+        and "websocket" in header_tokens(headers.getall("Upgrade", ()))
+        and "upgrade" in header_tokens(headers.getall("Connection", ()))
+    )
+
+
+def _check_header_sizes(request: web.BaseRequest, limit: int) -> None:
+    total = 0
+    for name, value in request.raw_headers:
+        total += len(name) + len(value) + 4
+    if total > limit * TOTAL_HEADER_FACTOR:
+        raise HeadersTooLarge("the request headers are too large together")
+
+
+def _private_cache(headers: CIMultiDict[str]) -> None:
+    """A page that depends on the session must never be stored by a shared cache."""
+    directives = header_tokens(headers.getall("Cache-Control", ()))
+    if not directives & {"no-store", "private"}:
+        kept = [d for d in headers.getall("Cache-Control", ()) if d.strip().lower() != "public"]
+        headers.popall("Cache-Control", None)
+        headers["Cache-Control"] = ", ".join(["private", *kept])
+    if "cookie" not in header_tokens(headers.getall("Vary", ())) and "*" not in header_tokens(
+        headers.getall("Vary", ())
+    ):
+        headers.add("Vary", "Cookie")
+
+
+class Gateway:
+    """The request handler. Its steps run in a fixed order, and the order is the security model:
+
+    1. Identify the request (id, client ip behind trusted proxies) so every answer and log line,
+       including the earliest refusals, carries them.
+    2. Refuse what cannot be read without ambiguity (header sizes, the target, the cookie) before
+       any work is done for it: nothing ambiguous reaches auth or the frontend.
+    3. Decide auth on the normalized path; nothing is sent to the frontend before that decision.
+    4. Build the upstream headers: strip every header the gateway sets, then set them.
+    5. Relay, streaming both ways.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.websockets: set[web.WebSocketResponse] = set()
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        rt = self.runtime
+        headers = request.headers
+        forwarding = rt.policy.forwarding(request.remote or "", headers)
+        info = RequestInfo(
+            request_id=request_id_from(headers.get("X-Request-ID")),
+            client_ip=forwarding.client_ip,
+            path="",
+        )
+        request[REQUEST_INFO_KEY] = info
+        try:
+            _check_header_sizes(request, rt.config.max_header_bytes)
+            try:
+                raw_path, query = split_target(request.raw_path)
+                path = normalize_path(raw_path)
+            except PathError as exc:
+                raise BadRequest(str(exc)) from None
+            info.path, info.query = path, query
+            session = find_session(headers.getall("Cookie", ()), rt.config.auth.cookie)
+            info.secrets = tuple(
+                s
+                for s in (session, headers.get("Authorization"), headers.get("Proxy-Authorization"))
+                if s
+            )
+            bind_secrets(info.secrets)
+            rule = rt.rules.lookup(path)
+            identity: Identity | None = None
+            if rule == PROTECT:
+                verdict = await self._authenticate(request, session, forwarding.client_ip, info)
+                if verdict.identity is None:
+                    return self._deny(request, path, query)
+                identity = verdict.identity
+            websocket = _is_websocket(request)
+            upstream_headers = rt.policy.upstream_headers(
+                headers, forwarding, info.request_id, websocket=websocket
+            )
+            if identity is not None:
+                upstream_headers.extend(identity.headers)
+            url = rt.relay.target(path, query)
+            if websocket:
+                return await rt.relay.websocket(request, url, upstream_headers, self.websockets)
+            adjust = _private_cache if rule == PROTECT else None
+            response = await rt.relay.http(request, url, upstream_headers, adjust)
+            info.upstream_status = response.status
+            return response
+        except GatewayError as exc:
+            if exc.outcome is not None:
+                info.auth = exc.outcome
+            info.error = exc.reason
+            return error_response(request, exc.status, exc.reason, info.request_id, exc.headers)
+
+    async def _authenticate(
+        self, request: web.BaseRequest, session: str | None, client_ip: str, info: RequestInfo
+    ) -> Verdict:
+        if session is None:
+            info.auth = Outcome.DENIED
+            return Verdict(Outcome.DENIED, None)
+        verdict = await self.runtime.auth.verify(session, client_ip, info.request_id)
+        info.auth = verdict.outcome
+        return verdict
+
+    def _deny(self, request: web.BaseRequest, path: str, query: str) -> web.StreamResponse:
+        rt = self.runtime
+        headers = request.headers
+        if pages.wants_json(headers.get("Accept"), headers.get("X-Requested-With")):
+            body, content_type = pages.error_body(
+                401,
+                "Sign-in required",
+                "A valid session is needed for this resource.",
+                request[REQUEST_INFO_KEY].request_id,
+                json_body=True,
+            )
+            response = web.Response(status=401, body=body, content_type=None)
+            response.headers["Content-Type"] = content_type
+            response.headers["WWW-Authenticate"] = f'Cookie realm="{rt.config.auth.cookie}"'
+        else:
+            target = path + ("?" + query if query else "")
+            separator = "&" if rt.login_query else ""
+            location = f"{rt.login_path}?{rt.login_query}{separator}next={quote(target, safe='')}"
+            response = web.Response(status=302, headers={"Location": location})
+        response.headers.extend((NO_STORE, VARY_COOKIE))
+        return response
+
+
+def error_response(
+    request: web.BaseRequest,
+    status: int,
+    reason: str,
+    request_id: str,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> web.Response:
+    """The gateway's own answer: an HTML page for a browser, JSON for everything else."""
+    title, advice = pages.STATUS_TEXT.get(status, ("Error", "Try again later."))
+    as_json = pages.wants_json(
+        request.headers.get("Accept"), request.headers.get("X-Requested-With")
+    )
+    body, content_type = pages.error_body(
+        status, title, f"{reason}. {advice}", request_id, json_body=as_json
+    )
+    response = web.Response(status=status, body=body)
+    response.headers["Content-Type"] = content_type
+    response.headers.extend((NO_STORE, ("X-Request-ID", request_id), *extra_headers))
+    return response
+
+
+class ProtocolHandler(RequestHandler):
+    """aiohttp's connection handler with parse errors answered by status, never by exception text.
+
+    aiohttp answers an oversized header with 400 and quotes the offending line (a cookie) in the
+    body and its log; here it is 431 (414 for the request line) with a fixed reason, quoting
+    nothing.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        reason = "the request could not be read"
+        if isinstance(exc, LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else None
+            if limit == self.max_field_size:
+                status, reason = 431, "a request header is too large"
+            else:
+                status, reason = 414, "the request target is too long"
+        elif isinstance(exc, BadHttpMessage):
+            if "Too many headers" in str(exc):
+                status, reason = 431, "too many request headers"
+            else:
+                status = 400
+                reason = "the request is malformed"
+        elif status >= 500:
+            log.error("unhandled error", error=type(exc).__name__ if exc else None)
+            reason = "the gateway failed to handle the request"
+        else:
+            status = 400
+        request_id = request_id_from(None)
+        response = error_response(request, status, reason, request_id)
+        response.force_close()
+        return response
+
+
+class GatewayServer(web.Server):
+    """aiohttp's low-level server with ProtocolHandler for every connection."""
+
+    def __init__(
+        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+
+    def __call__(self) -> RequestHandler:
+        return ProtocolHandler(self, loop=self._loop, **self._kwargs)
+
+
+def protocol_settings(config: GatewayConfig) -> dict[str, Any]:
+    """Parser limits and logging for the client-facing listener."""
+    # aiohttp counts a header's name and value; the configured limit is the whole line.
+    field_limit = config.max_header_bytes - 2
+    return {
+        "max_line_size": MAX_REQUEST_LINE_BYTES,
+        "max_field_size": field_limit,
+        "max_headers": MAX_HEADER_COUNT,
+        "access_log_class": AccessLogger,
+        "keepalive_timeout": KEEPALIVE_SECONDS,
+    }
+
+
+def client_sessions(config: GatewayConfig) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
+    """One keepalive pool for the auth API and one for the frontend, shared by all requests."""
+
+    def make(limit: int, skip: tuple[str, ...]) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=limit, limit_per_host=limit, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=10
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=skip,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.upstream_timeout),
+            requote_redirect_url=False,
+        )
+
+    auth = make(AUTH_POOL_SIZE, ("Accept", "Accept-Encoding"))
+    upstream = make(UPSTREAM_POOL_SIZE, ("Accept", "Accept-Encoding", "User-Agent", "Content-Type"))
+    return auth, upstream
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway: its listener, its pools, and how to stop it."""
+
+    gateway: Gateway
+    runner: web.ServerRunner
+    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession]
+    port: int
+    extra_cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        for session in self.sessions:
+            await session.close()
+        for cleanup in self.extra_cleanup:
+            await cleanup()
+
+
+async def start_gateway(config: GatewayConfig, sock: socket.socket | None = None) -> RunningGateway:
+    """Start serving `config` on its listen address (or on a given socket)."""
+    sessions = client_sessions(config)
+    gateway = Gateway(Runtime.build(config, *sessions))
+    server = GatewayServer(gateway, **protocol_settings(config))
+    runner = web.ServerRunner(server, handle_signals=False)
+    await runner.setup()
+    if sock is not None:
+        site: web.BaseSite = web.SockSite(runner, sock, backlog=1024)
+    else:
+        address = config.listen_address
+        site = web.TCPSite(runner, address.host, address.port, backlog=1024, reuse_port=True)
+    await site.start()
+    port = _bound_port(runner)
+    return RunningGateway(gateway, runner, sessions, port)
+
+
+def _bound_port(runner: web.BaseRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("the gateway is not listening on a TCP port")
