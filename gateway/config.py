@@ -73,7 +73,7 @@ def _parse_host_port(value: str) -> HostPort:
     if not sep or not host or not port_text.isdigit():
         raise ValueError(f"expected host:port, got {value!r}")
     port = int(port_text)
-    if not 0 < port < 65536:
+    if not 0 <= port < 65536:
         raise ValueError(f"port out of range in {value!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp import web
 from aiohttp.web import BaseRequest, StreamResponse
 from structlog.types import EventDict, Processor, WrappedLogger
 
@@ -24,7 +25,6 @@ REDACTED = "[redacted]"
 SENSITIVE_KEYS = frozenset(
     {"cookie", "set-cookie", "set_cookie", "authorization", "proxy-authorization"}
 )
-REQUEST_INFO_KEY = "gateway.request_info"
 STDLIB_LOGGERS = ("aiohttp", "asyncio", "redis")
 
 # Values that must not appear in any line logged while the current request is being served.
@@ -43,6 +43,9 @@ class RequestInfo:
     upstream_status: int | None = None
     error: str | None = None
     secrets: tuple[str, ...] = field(default=())
+
+
+REQUEST_INFO_KEY: web.RequestKey[RequestInfo] = web.RequestKey("gateway.request_info", RequestInfo)
 
 
 def bind_secrets(values: Iterable[str]) -> None:

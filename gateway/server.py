@@ -218,8 +218,9 @@ def error_response(
     as_json = pages.wants_json(
         request.headers.get("Accept"), request.headers.get("X-Requested-With")
     )
+    sentence = reason[:1].upper() + reason[1:]
     body, content_type = pages.error_body(
-        status, title, f"{reason}. {advice}", request_id, json_body=as_json
+        status, title, f"{sentence}. {advice}", request_id, json_body=as_json
     )
     response = web.Response(status=status, body=body)
     response.headers["Content-Type"] = content_type
