@@ -7,6 +7,7 @@ statuses, timeouts, refused connections, bad JSON, unsafe identity values) is an
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import structlog
 from gateway.cache import CookieHasher, SingleFlight, TTLCache
 from gateway.config import AuthConfig
 from gateway.errors import AuthUnavailable
+from gateway.metrics import Metrics
 
 MAX_VALIDATE_BODY_BYTES = 64 * 1024
 _UNSAFE_VALUE_CHARS = frozenset("\r\n\x00")
@@ -80,9 +82,12 @@ def identity_from_claims(claims: Mapping[str, Any], fields: Mapping[str, str]) -
 class AuthClient:
     """Validates session cookies against the auth API, cached, one call per cookie at a time."""
 
-    def __init__(self, config: AuthConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, config: AuthConfig, session: aiohttp.ClientSession, metrics: Metrics
+    ) -> None:
         self._config = config
         self._session = session
+        self._metrics = metrics
         self._hash = CookieHasher()
         self._cache: TTLCache[bytes, Identity] = TTLCache(config.cache_max_entries)
         self._flight: SingleFlight[bytes, Verdict] = SingleFlight()
@@ -95,13 +100,16 @@ class AuthClient:
 
     def forget(self, cookie_value: str) -> bool:
         """Drop a cached validation (revocation)."""
-        return self._cache.discard(self._hash(cookie_value))
+        found = self._cache.discard(self._hash(cookie_value))
+        self._metrics.cache_entries.set(len(self._cache))
+        return found
 
     async def verify(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
         """Return the verdict for a session cookie value; raise AuthUnavailable on any doubt."""
         key = self._hash(cookie_value)
         if self._config.cache_ttl > 0:
             cached = self._cache.get(key)
+            self._metrics.cache_lookup(cached is not None)
             if cached is not None:
                 return Verdict(Outcome.CACHED, cached)
         return await self._flight.run(
@@ -112,6 +120,19 @@ class AuthClient:
         self, key: bytes, cookie_value: str, client_ip: str, request_id: str
     ) -> Verdict:
         self.calls += 1
+        started = time.perf_counter()
+        result = "error"
+        try:
+            verdict = await self._call(key, cookie_value, client_ip, request_id)
+            result = "valid" if verdict.identity is not None else "denied"
+            return verdict
+        finally:
+            self._metrics.auth_calls.labels(result).inc()
+            self._metrics.auth_latency.observe(time.perf_counter() - started)
+
+    async def _call(
+        self, key: bytes, cookie_value: str, client_ip: str, request_id: str
+    ) -> Verdict:
         headers = {
             "Cookie": f"{self._config.cookie}={cookie_value}",
             "User-Agent": self._config.user_agent,
@@ -143,6 +164,7 @@ class AuthClient:
         identity = identity_from_claims(claims, self._config.identity_headers)
         if self._config.cache_ttl > 0:
             self._cache.put(key, identity, self._config.cache_ttl)
+            self._metrics.cache_entries.set(len(self._cache))
         return Verdict(Outcome.VALIDATED, identity)
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import orjson
 import structlog
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 from structlog.types import EventDict, Processor, WrappedLogger
 
@@ -152,8 +152,17 @@ def configure_logging(
     logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL + 1)
 
 
+RequestObserver = Callable[[int, "RequestInfo | None", float], None]
+
+
 class AccessLogger(AbstractAccessLogger):
-    """aiohttp's access logger replaced by one structured, redacted line per request."""
+    """aiohttp's access logger replaced by one structured, redacted line per request.
+
+    It sees every finished request, including those the parser refused, so it is also where
+    request metrics are counted (`observer`).
+    """
+
+    observer: RequestObserver | None = None
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
@@ -161,6 +170,8 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         info: RequestInfo | None = request.get(REQUEST_INFO_KEY)
+        if self.observer is not None:
+            self.observer(response.status, info, time)
         if info is None:
             # The parser refused the request before the gateway saw it: log what is safe to.
             self._log.info(

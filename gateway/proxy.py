@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import aiohttp
 import structlog
@@ -18,6 +18,7 @@ from yarl import URL
 
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from gateway.forwarded import HOP_BY_HOP, Headers
+from gateway.metrics import Metrics
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -59,10 +60,28 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 class Relay:
     """Sends requests to one upstream over a shared keepalive pool."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: URL, timeout: float) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base: URL, timeout: float, metrics: Metrics
+    ) -> None:
         self._session = session
+        self._metrics = metrics
         self._base = str(base).rstrip("/")
         self._timeout = timeout
+
+    @contextlib.asynccontextmanager
+    async def _connecting(self) -> AsyncIterator[None]:
+        """Map failures to reach the frontend, or to hear back in time, to 502 and 504."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError:
+            self._metrics.upstream_errors.labels("timeout").inc()
+            raise UpstreamTimeout("the application did not answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            self._metrics.upstream_errors.labels("unreachable").inc()
+            raise UpstreamUnreachable(
+                f"the application could not be reached ({type(exc).__name__})"
+            ) from None
 
     def target(self, path: str, query: str) -> URL:
         # Built from strings already normalized and checked: encoded=True keeps them byte for byte.
@@ -80,21 +99,10 @@ class Relay:
         if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
             # Only now, after auth, is the client told to send its body.
             await request.writer.write(CONTINUE)
-        try:
-            async with asyncio.timeout(self._timeout):
-                upstream = await self._session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                )
-        except TimeoutError:
-            raise UpstreamTimeout("the application did not answer in time") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnreachable(
-                f"the application could not be reached ({type(exc).__name__})"
-            ) from None
+        async with self._connecting():
+            upstream = await self._session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False
+            )
         try:
             out_headers = response_headers(upstream.headers)
             if adjust is not None:
@@ -108,6 +116,7 @@ class Relay:
                 # The frontend broke off: end the client's connection rather than finish the
                 # body, so a truncated download is never seen as complete.
                 log.warning("upstream body cut", error=type(exc).__name__)
+                self._metrics.upstream_errors.labels("cut").inc()
                 if request.transport is not None:
                     request.transport.abort()
                 raise ConnectionResetError("upstream body cut") from None
@@ -130,8 +139,8 @@ class Relay:
             for p in value.split(",")
             if p.strip()
         ]
-        try:
-            async with asyncio.timeout(self._timeout):
+        async with self._connecting():
+            try:
                 upstream = await self._session.ws_connect(
                     url,
                     headers=headers,
@@ -141,16 +150,11 @@ class Relay:
                     compress=0,
                     max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
                 )
-        except TimeoutError:
-            raise UpstreamTimeout("the application did not answer in time") from None
-        except aiohttp.WSServerHandshakeError as exc:
-            return web.Response(
-                status=exc.status, text=f"websocket refused by the application: {exc.status}\n"
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnreachable(
-                f"the application could not be reached ({type(exc).__name__})"
-            ) from None
+            except aiohttp.WSServerHandshakeError as exc:
+                # The application refused the upgrade: pass its status on.
+                return web.Response(
+                    status=exc.status, text="websocket refused by the application\n"
+                )
         client = web.WebSocketResponse(
             protocols=(upstream.protocol,) if upstream.protocol else (),
             autoclose=False,
@@ -162,9 +166,12 @@ class Relay:
             await client.prepare(request)
             # Registered so a graceful shutdown can close it with 1001.
             registry.add(client)
+            self._metrics.websockets.inc()
             await _pump_both(client, upstream)
         finally:
-            registry.discard(client)
+            if client in registry:
+                registry.discard(client)
+                self._metrics.websockets.dec()
             await upstream.close()
         return client
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -17,12 +18,14 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import pages
+from gateway.admin import build_admin_app
 from gateway.auth import AuthClient, Identity, Outcome, Verdict
 from gateway.config import GatewayConfig
 from gateway.cookies import find_session
 from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
 from gateway.forwarded import HeaderPolicy, request_id_from
 from gateway.logs import REQUEST_INFO_KEY, AccessLogger, RequestInfo, bind_secrets
+from gateway.metrics import Metrics
 from gateway.paths import PathError, PrefixTable, normalize_path, split_target
 from gateway.proxy import Relay, header_tokens
 
@@ -37,6 +40,7 @@ MAX_HEADER_COUNT = 128
 UPSTREAM_POOL_SIZE = 512
 AUTH_POOL_SIZE = 128
 KEEPALIVE_SECONDS = 75.0
+LISTEN_BACKLOG = 1024
 NO_STORE = ("Cache-Control", "no-store")
 VARY_COOKIE = ("Vary", "Cookie")
 
@@ -59,6 +63,7 @@ class Runtime:
         config: GatewayConfig,
         auth_session: aiohttp.ClientSession,
         upstream: aiohttp.ClientSession,
+        metrics: Metrics,
     ) -> Runtime:
         rules = PrefixTable(
             [(p, PROTECT) for p in config.protect] + [(p, PUBLIC) for p in config.public]
@@ -69,8 +74,8 @@ class Runtime:
             config=config,
             rules=rules,
             policy=policy,
-            auth=AuthClient(config.auth, auth_session),
-            relay=Relay(upstream, URL(config.upstream), config.upstream_timeout),
+            auth=AuthClient(config.auth, auth_session, metrics),
+            relay=Relay(upstream, URL(config.upstream), config.upstream_timeout, metrics),
             login_path=login_path,
             login_query=login_query,
         )
@@ -271,23 +276,38 @@ class GatewayServer(web.Server):
     """aiohttp's low-level server with ProtocolHandler for every connection."""
 
     def __init__(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], **kwargs: Any
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        metrics: Metrics,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._metrics = metrics
 
     def __call__(self) -> RequestHandler:
         return ProtocolHandler(self, loop=self._loop, **self._kwargs)
 
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self._metrics.connections.inc()
 
-def protocol_settings(config: GatewayConfig) -> dict[str, Any]:
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._metrics.connections.dec()
+
+
+def protocol_settings(config: GatewayConfig, metrics: Metrics) -> dict[str, Any]:
     """Parser limits and logging for the client-facing listener."""
     # aiohttp counts a header's name and value; the configured limit is the whole line.
     field_limit = config.max_header_bytes - 2
+    observed = type(
+        "ObservedAccessLogger", (AccessLogger,), {"observer": staticmethod(metrics.observe_request)}
+    )
     return {
         "max_line_size": MAX_REQUEST_LINE_BYTES,
         "max_field_size": field_limit,
         "max_headers": MAX_HEADER_COUNT,
-        "access_log_class": AccessLogger,
+        "access_log_class": observed,
         "keepalive_timeout": KEEPALIVE_SECONDS,
     }
 
@@ -320,32 +340,44 @@ class RunningGateway:
     gateway: Gateway
     runner: web.ServerRunner
     sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession]
+    metrics: Metrics
     port: int
-    extra_cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    admin: web.AppRunner | None = None
+    admin_port: int | None = None
 
     async def close(self) -> None:
         await self.runner.cleanup()
+        if self.admin is not None:
+            await self.admin.cleanup()
         for session in self.sessions:
             await session.close()
-        for cleanup in self.extra_cleanup:
-            await cleanup()
 
 
 async def start_gateway(config: GatewayConfig, sock: socket.socket | None = None) -> RunningGateway:
-    """Start serving `config` on its listen address (or on a given socket)."""
+    """Start serving `config` on its listen address (or on a given socket), and the admin port."""
+    metrics = Metrics()
     sessions = client_sessions(config)
-    gateway = Gateway(Runtime.build(config, *sessions))
-    server = GatewayServer(gateway, **protocol_settings(config))
-    runner = web.ServerRunner(server, handle_signals=False)
+    gateway = Gateway(Runtime.build(config, *sessions, metrics))
+    server = GatewayServer(gateway, metrics, **protocol_settings(config, metrics))
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace)
     await runner.setup()
     if sock is not None:
-        site: web.BaseSite = web.SockSite(runner, sock, backlog=1024)
+        site: web.BaseSite = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
     else:
         address = config.listen_address
-        site = web.TCPSite(runner, address.host, address.port, backlog=1024, reuse_port=True)
+        site = web.TCPSite(
+            runner, address.host, address.port, backlog=LISTEN_BACKLOG, reuse_port=True
+        )
     await site.start()
-    port = _bound_port(runner)
-    return RunningGateway(gateway, runner, sessions, port)
+    running = RunningGateway(gateway, runner, sessions, metrics, _bound_port(runner))
+    admin_address = config.admin_address
+    if admin_address is not None:
+        admin_app = build_admin_app(lambda: gateway.runtime.config, metrics)
+        running.admin = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+        await running.admin.setup()
+        await web.TCPSite(running.admin, admin_address.host, admin_address.port).start()
+        running.admin_port = _bound_port(running.admin)
+    return running
 
 
 def _bound_port(runner: web.BaseRunner) -> int:

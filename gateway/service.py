@@ -75,7 +75,7 @@ class Service:
         gateway = self.running.gateway
         if new.listen != self.config.listen or new.admin_listen != self.config.admin_listen:
             log.warning("listen addresses change only on restart")
-        runtime = Runtime.build(new, *self.running.sessions)
+        runtime = Runtime.build(new, *self.running.sessions, self.running.metrics)
         if new.auth == self.config.auth:
             # Same auth settings: keep the warm cache rather than re-validate every session.
             runtime.auth = gateway.runtime.auth
