@@ -172,7 +172,9 @@ class AuthApi:
 BEHAVIOURS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
 
 
-def behaviour(token: str) -> Callable[
+def behaviour(
+    token: str,
+) -> Callable[
     [Callable[[web.Request], Awaitable[web.StreamResponse]]],
     Callable[[web.Request], Awaitable[web.StreamResponse]],
 ]:

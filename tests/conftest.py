@@ -1,4 +1,4 @@
-"""Fixtures: a real frontend, a real auth API and the gateway in front of them, on loopback ports."""
+"""Fixtures: a real frontend, a real auth API and the gateway in front of them, on loopback."""
 
 from __future__ import annotations
 
@@ -96,10 +96,10 @@ async def auth_api() -> AsyncIterator[Backend]:
 GatewayFactory = Callable[..., Awaitable[Gw]]
 
 
-def config_text(frontend: Backend | str, auth: Backend | str, **overrides: Any) -> str:
+def config_text(frontend: Backend | str, auth_backend: Backend | str, **overrides: Any) -> str:
     """A gateway config as YAML text, pointed at the given backends."""
     upstream = frontend if isinstance(frontend, str) else frontend.url
-    auth_base = auth if isinstance(auth, str) else auth.url
+    auth_base = auth_backend if isinstance(auth_backend, str) else auth_backend.url
     data: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "upstream": upstream,
@@ -125,8 +125,14 @@ async def gateway_factory(frontend: Backend, auth_api: Backend) -> AsyncIterator
     started: list[RunningGateway] = []
 
     async def make(
-        upstream: Backend | str | None = None, auth: Backend | str | None = None, **overrides: Any
+        upstream: Backend | str | None = None,
+        auth: Backend | str | dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> Gw:
+        """`auth` is either where the auth API is (a URL or Backend) or overrides of auth keys."""
+        if isinstance(auth, dict):
+            overrides["auth"] = auth
+            auth = None
         config = parse_config(
             config_text(upstream or frontend, auth or auth_api, **overrides), "<test>"
         )

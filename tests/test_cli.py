@@ -33,7 +33,7 @@ def test_check_accepts_a_valid_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("check", [True, False], ids=["check", "run"])
 def test_bad_config_exits_2_naming_each_problem(tmp_path: Path, check: bool) -> None:
-    """A bad config exits with status 2 and one line per problem with key and line; nothing starts."""
+    """A bad config exits 2 with one line per problem naming key and line; nothing starts."""
     path = tmp_path / "gw.yaml"
     path.write_text(GOOD_CONFIG + "colour: blue\nupstream_timeout: soon\n")
     result = run("--config", str(path), *(["--check"] if check else []))

@@ -54,7 +54,9 @@ def test_config_is_frozen() -> None:
     ],
     ids=["set", "default", "empty-uses-default", "inside-value", "quoted"],
 )
-def test_env_substitution_anywhere_in_a_value(text: str, env: dict[str, str], expected: str) -> None:
+def test_env_substitution_anywhere_in_a_value(
+    text: str, env: dict[str, str], expected: str
+) -> None:
     """${VAR} and ${VAR:-default} are substituted in any value."""
     rest = BASE.split("\n", 1)[1]
     config = parse_config(f"{text}\n{rest}", env=env)
@@ -134,7 +136,12 @@ def test_all_problems_are_reported_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("protect", "login"),
-    [("[/]", "/login"), ("[/login]", "/login"), ("[/LOGIN]", "/login?x=1"), ("[/auth]", "/auth/in")],
+    [
+        ("[/]", "/login"),
+        ("[/login]", "/login"),
+        ("[/LOGIN]", "/login?x=1"),
+        ("[/auth]", "/auth/in"),
+    ],
 )
 def test_login_url_under_protected_prefix_would_loop(protect: str, login: str) -> None:
     """A login_url that falls under a protected prefix is refused: it would redirect forever."""
@@ -157,7 +164,9 @@ def test_missing_required_keys_are_named() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "- a\n- b\n", "upstream: [unclosed\n", "a: b: c\n"], ids=["empty", "list", "yaml", "colon"]
+    "text",
+    ["", "- a\n- b\n", "upstream: [unclosed\n", "a: b: c\n"],
+    ids=["empty", "list", "yaml", "colon"],
 )
 def test_unreadable_yaml_is_a_config_error(text: str) -> None:
     """Empty files, non-mappings and YAML syntax errors are config errors, not crashes."""

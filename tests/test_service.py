@@ -14,7 +14,9 @@ from tests.conftest import GOOD, Backend, config_text
 from tests.process import GatewayProcess, free_port, wait_for_port
 
 
-def write_config(path: Path, frontend: Backend, auth: Backend, port: int, **overrides: object) -> None:
+def write_config(
+    path: Path, frontend: Backend, auth: Backend, port: int, **overrides: object
+) -> None:
     text = config_text(frontend, auth, **overrides)
     data = yaml.safe_load(text)
     data["listen"] = f"127.0.0.1:{port}"
@@ -22,7 +24,9 @@ def write_config(path: Path, frontend: Backend, auth: Backend, port: int, **over
     path.write_text(yaml.safe_dump(data))
 
 
-async def start(tmp_path: Path, frontend: Backend, auth: Backend, **overrides: object) -> tuple[GatewayProcess, int]:
+async def start(
+    tmp_path: Path, frontend: Backend, auth: Backend, **overrides: object
+) -> tuple[GatewayProcess, int]:
     port = free_port()
     config = tmp_path / "gw.yaml"
     write_config(config, frontend, auth, port, **overrides)
@@ -34,9 +38,12 @@ async def start(tmp_path: Path, frontend: Backend, auth: Backend, **overrides: o
 
 async def status_of(port: int, path: str, cookie: str | None = None) -> int:
     headers = {"Accept": "text/html", **({"Cookie": f"session={cookie}"} if cookie else {})}
-    async with aiohttp.ClientSession() as session, session.get(
-        f"http://127.0.0.1:{port}{path}", headers=headers, allow_redirects=False
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{port}{path}", headers=headers, allow_redirects=False
+        ) as response,
+    ):
         await response.read()
         return response.status
 
@@ -48,7 +55,7 @@ async def test_startup_logs_effective_config_without_credentials(
     upstream = f"http://user:hunter2secret@127.0.0.1:{frontend.port}"
     process, _ = await start(tmp_path, Backend(None, 0), auth_api, upstream=upstream)
     try:
-        line = next(l for l in process.output.splitlines() if '"gateway started"' in l)
+        line = next(x for x in process.output.splitlines() if '"gateway started"' in x)
         event = json.loads(line)
         assert event["config"]["protect"] == ["/dashboard", "/settings", "/profile", "/admin"]
         assert "hunter2secret" not in process.output
@@ -64,7 +71,9 @@ async def test_sighup_applies_new_rules_and_keeps_serving(
     process, port = await start(tmp_path, frontend, auth_api)
     try:
         assert await status_of(port, "/reports") == 200
-        write_config(tmp_path / "gw.yaml", frontend, auth_api, port, protect=["/dashboard", "/reports"])
+        write_config(
+            tmp_path / "gw.yaml", frontend, auth_api, port, protect=["/dashboard", "/reports"]
+        )
         process.signal(signal.SIGHUP)
         await process.wait_for_output('"config reloaded"')
         assert await status_of(port, "/reports") == 302
@@ -74,7 +83,9 @@ async def test_sighup_applies_new_rules_and_keeps_serving(
         assert await process.wait_exit() == 0
 
 
-async def test_bad_reload_keeps_the_old_config(tmp_path: Path, frontend: Backend, auth_api: Backend) -> None:
+async def test_bad_reload_keeps_the_old_config(
+    tmp_path: Path, frontend: Backend, auth_api: Backend
+) -> None:
     """A reload with an invalid file is refused and logged; the running rules stay."""
     process, port = await start(tmp_path, frontend, auth_api)
     try:
@@ -127,9 +138,10 @@ async def test_sigterm_closes_websockets_with_1001(
 ) -> None:
     """On SIGTERM every relayed WebSocket is closed with 1001 (going away)."""
     process, port = await start(tmp_path, frontend, auth_api)
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-        f"http://127.0.0.1:{port}/ws"
-    ) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+    ):
         greeting = await ws.receive(timeout=5)
         assert greeting.type is aiohttp.WSMsgType.TEXT
         process.signal(signal.SIGTERM)
