@@ -44,6 +44,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # RFC 7230 token: what a header name may contain.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _COOKIE_NAME = _TOKEN
+_PLAIN_KEY = re.compile(r"^[\w.-]{1,60}$", re.ASCII)
 
 
 class ConfigError(Exception):
@@ -290,7 +291,12 @@ def _walk(
 def _dotted(loc: Sequence[str | int]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        # A key that is not a plain word is quoted, so a problem always fits on one line.
+        name = part if _PLAIN_KEY.match(part) else repr(part)[:60]
+        text += f".{name}" if text else name
     return text or "(top level)"
 
 
@@ -344,22 +350,23 @@ def parse_config(
 ) -> GatewayConfig:
     """Parse and validate YAML text; raise ConfigError listing every problem."""
     environ = os.environ if env is None else env
-    loader = yaml.SafeLoader(text)
     tracker = _LineTracker()
     problems: list[str] = []
     try:
-        node = loader.get_single_node()
-        if node is None:
-            raise ConfigError(source, ["(top level): the file is empty"])
-        _walk(node, loader, (), tracker, environ, problems)
-        data: Any = loader.construct_document(node)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise ConfigError(source, ["(top level): the file is empty"])
+            _walk(node, loader, (), tracker, environ, problems)
+            data: Any = loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(source, [f"(yaml): {problem}{where}"]) from None
-    finally:
-        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): expected a mapping of keys"])
     try:
