@@ -6,6 +6,7 @@ statuses, timeouts, refused connections, bad JSON, unsafe identity values) is an
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Mapping
@@ -18,8 +19,10 @@ import structlog
 
 from gateway.cache import CookieHasher, SingleFlight, TTLCache
 from gateway.config import AuthConfig
-from gateway.errors import AuthUnavailable
+from gateway.errors import AuthUnavailable, GatewayError
 from gateway.metrics import Metrics
+from gateway.policy import lookup
+from gateway.shield import SlidingWindowLimiter, retry_after
 
 MAX_VALIDATE_BODY_BYTES = 64 * 1024
 _UNSAFE_VALUE_CHARS = frozenset("\r\n\x00")
@@ -35,6 +38,10 @@ class Outcome(enum.StrEnum):
     VALIDATED = "validated"
     DENIED = "denied"
     ERROR = "error"
+    FORBIDDEN = "forbidden"
+    ANONYMOUS = "anonymous"
+    DEGRADED = "degraded"
+    LIMITED = "limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,26 +54,29 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The answer for one request: an identity, or None when the session is not valid."""
+    """The answer for one request: an identity, or None when the session is not valid.
+
+    set_cookies are the auth API's own Set-Cookie headers (a renewed or cleared session): they go
+    to the browser with this answer only, and are never replayed from the cache.
+    """
 
     outcome: Outcome
     identity: Identity | None
+    set_cookies: tuple[str, ...] = ()
 
 
-def _field(claims: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = claims
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
+class RateLimited(GatewayError):
+    """Too many unknown sessions from one client: the auth API is shielded from the flood."""
+
+    status = 429
+    outcome = Outcome.LIMITED
 
 
 def identity_from_claims(claims: Mapping[str, Any], fields: Mapping[str, str]) -> Identity:
     """Build identity headers: scalars as their string form; missing, null, objects, lists: none."""
     headers = []
     for header, dotted in fields.items():
-        value = _field(claims, dotted)
+        _, value = lookup(claims, dotted)
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, (str, int, float)):
@@ -80,7 +90,12 @@ def identity_from_claims(claims: Mapping[str, Any], fields: Mapping[str, str]) -
 
 
 class AuthClient:
-    """Validates session cookies against the auth API, cached, one call per cookie at a time."""
+    """Validates session cookies against the auth API, and shields it.
+
+    In front of every call, in order: the positive cache (a signed-in user never waits on the
+    shield), the negative cache, the per-client limit on unknown sessions, single flight (one call
+    per cookie at a time), and the cap on calls in flight.
+    """
 
     def __init__(
         self, config: AuthConfig, session: aiohttp.ClientSession, metrics: Metrics
@@ -90,13 +105,16 @@ class AuthClient:
         self._metrics = metrics
         self._hash = CookieHasher()
         self._cache: TTLCache[bytes, Identity] = TTLCache(config.cache_max_entries)
+        self._denied: TTLCache[bytes, bool] = TTLCache(config.cache_max_entries)
         self._flight: SingleFlight[bytes, Verdict] = SingleFlight()
+        self._inflight = asyncio.Semaphore(config.max_inflight)
+        rate = config.unknown_session_rate
+        self._limiter = None if rate is None else SlidingWindowLimiter(rate)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
-        self.calls = 0
 
     @property
-    def cache_size(self) -> int:
-        return len(self._cache)
+    def config(self) -> AuthConfig:
+        return self._config
 
     def forget(self, cookie_value: str) -> bool:
         """Drop a cached validation (revocation)."""
@@ -112,6 +130,15 @@ class AuthClient:
             self._metrics.cache_lookup(cached is not None)
             if cached is not None:
                 return Verdict(Outcome.CACHED, cached)
+        if self._config.negative_ttl > 0 and self._denied.get(key):
+            return Verdict(Outcome.DENIED, None)
+        if self._limiter is not None:
+            wait = self._limiter.acquire(client_ip)
+            if wait is not None:
+                raise RateLimited(
+                    "too many sign-in checks from this client",
+                    headers=(("Retry-After", retry_after(wait)),),
+                )
         return await self._flight.run(
             key, lambda: self._validate(key, cookie_value, client_ip, request_id)
         )
@@ -119,20 +146,29 @@ class AuthClient:
     async def _validate(
         self, key: bytes, cookie_value: str, client_ip: str, request_id: str
     ) -> Verdict:
-        self.calls += 1
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                await self._inflight.acquire()
+        except TimeoutError:
+            self._metrics.auth_calls.labels("shed").inc()
+            raise AuthUnavailable("too many sign-in checks are in progress") from None
         started = time.perf_counter()
         result = "error"
         try:
-            verdict = await self._call(key, cookie_value, client_ip, request_id)
+            verdict = await self._call(cookie_value, client_ip, request_id)
             result = "valid" if verdict.identity is not None else "denied"
-            return verdict
         finally:
+            self._inflight.release()
             self._metrics.auth_calls.labels(result).inc()
             self._metrics.auth_latency.observe(time.perf_counter() - started)
+        if verdict.identity is not None and self._config.cache_ttl > 0:
+            self._cache.put(key, verdict.identity, self._config.cache_ttl)
+            self._metrics.cache_entries.set(len(self._cache))
+        elif verdict.identity is None and self._config.negative_ttl > 0:
+            self._denied.put(key, True, self._config.negative_ttl)
+        return verdict
 
-    async def _call(
-        self, key: bytes, cookie_value: str, client_ip: str, request_id: str
-    ) -> Verdict:
+    async def _call(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
         headers = {
             "Cookie": f"{self._config.cookie}={cookie_value}",
             "User-Agent": self._config.user_agent,
@@ -147,8 +183,9 @@ class AuthClient:
                 timeout=self._timeout,
             ) as response:
                 status = response.status
+                set_cookies = tuple(response.headers.getall("Set-Cookie", ()))
                 if status in (401, 403):
-                    return Verdict(Outcome.DENIED, None)
+                    return Verdict(Outcome.DENIED, None, set_cookies)
                 if not 200 <= status < 300:
                     raise AuthUnavailable(f"the auth API answered {status}")
                 body = await _read_small(response.content)
@@ -162,10 +199,7 @@ class AuthClient:
         if not isinstance(claims, dict):
             raise AuthUnavailable("the auth API sent JSON that is not an object")
         identity = identity_from_claims(claims, self._config.identity_headers)
-        if self._config.cache_ttl > 0:
-            self._cache.put(key, identity, self._config.cache_ttl)
-            self._metrics.cache_entries.set(len(self._cache))
-        return Verdict(Outcome.VALIDATED, identity)
+        return Verdict(Outcome.VALIDATED, identity, set_cookies)
 
 
 async def _read_small(stream: aiohttp.StreamReader) -> bytes:

@@ -18,10 +18,12 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from yarl import URL
 
@@ -39,6 +41,11 @@ DEFAULT_LOGIN_URL = "/login"
 DEFAULT_MAX_HEADER_BYTES = 8192
 DEFAULT_SHUTDOWN_GRACE = 10.0
 DEFAULT_IDENTITY_HEADERS = {"X-Auth-User-Id": "id", "X-Auth-User-Email": "email"}
+DEFAULT_NEGATIVE_TTL = 0.0
+DEFAULT_MAX_INFLIGHT = 128
+DEFAULT_LOCAL_TTL = 5.0
+RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # RFC 7230 token: what a header name may contain.
@@ -126,6 +133,7 @@ ListenAddress = Annotated[str, AfterValidator(_check_host_port)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 PathPrefix = Annotated[str, AfterValidator(_check_prefix)]
+Seconds = Annotated[float, Field(ge=0, le=86400)]
 Cidr = Annotated[str, AfterValidator(_check_cidr)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 
@@ -134,18 +142,75 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A limit such as 30/minute."""
+
+    count: int
+    period: float
+
+
+def parse_rate(value: str) -> Rate:
+    match = _RATE.match(value)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"expected a rate such as 30/minute, got {value!r}")
+    return Rate(int(match.group(1)), RATE_PERIODS[match.group(2)])
+
+
+def _check_rate(value: str) -> str:
+    parse_rate(value)
+    return value
+
+
+RateText = Annotated[str, AfterValidator(_check_rate)]
+
+
+class SharedCacheConfig(_Model):
+    """Where validations are shared between replicas (memory: this process only)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    secret: str | None = None
+    local_ttl: Seconds = DEFAULT_LOCAL_TTL
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and URL(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"expected a redis:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_needs_url_and_secret(self) -> SharedCacheConfig:
+        if self.backend == "redis" and (not self.url or not self.secret):
+            raise ValueError("backend redis needs url and secret (the HMAC key for cookie hashes)")
+        if self.secret is not None and len(self.secret) < 16:
+            raise ValueError("secret must be at least 16 characters")
+        return self
+
+
 class AuthConfig(_Model):
     """How sessions are validated against the auth API."""
 
     validate_url: HttpUrl
     cookie: str = DEFAULT_COOKIE
     timeout: PositiveSeconds = DEFAULT_AUTH_TIMEOUT
-    cache_ttl: Annotated[float, Field(ge=0, le=86400)] = DEFAULT_CACHE_TTL
+    cache_ttl: Seconds = DEFAULT_CACHE_TTL
     cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = DEFAULT_CACHE_MAX_ENTRIES
+    cache: SharedCacheConfig = Field(default_factory=SharedCacheConfig)
     user_agent: str = DEFAULT_USER_AGENT
     identity_headers: dict[HeaderName, str] = Field(
         default_factory=lambda: dict(DEFAULT_IDENTITY_HEADERS)
     )
+    negative_ttl: Seconds = DEFAULT_NEGATIVE_TTL
+    max_inflight: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_INFLIGHT
+    unknown_session_limit: RateText | None = None
+
+    @property
+    def unknown_session_rate(self) -> Rate | None:
+        return (
+            None if self.unknown_session_limit is None else parse_rate(self.unknown_session_limit)
+        )
 
     @field_validator("cookie")
     @classmethod
@@ -173,6 +238,57 @@ class AuthConfig(_Model):
         return value
 
 
+JSON_SCALAR = str | int | float | bool
+
+
+class Condition(_Model):
+    """One test on a field of the validate JSON; exactly one of the four is set."""
+
+    equals: JSON_SCALAR | None = None
+    in_: list[JSON_SCALAR] | None = Field(default=None, alias="in")
+    contains: JSON_SCALAR | None = None
+    ends_with: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Condition:
+        chosen = [
+            k for k in ("equals", "in_", "contains", "ends_with") if getattr(self, k) is not None
+        ]
+        if len(chosen) != 1:
+            raise ValueError("a condition is exactly one of equals, in, contains, ends_with")
+        return self
+
+
+def _prefix_shorthand(value: Any) -> Any:
+    return {"prefix": value} if isinstance(value, str) else value
+
+
+class ProtectRule(_Model):
+    """A protected prefix, optionally with conditions on the session's identity."""
+
+    prefix: PathPrefix
+    require: dict[str, Condition] = Field(default_factory=dict)
+
+    @field_validator("require")
+    @classmethod
+    def _field_paths(cls, value: dict[str, Condition]) -> dict[str, Condition]:
+        for field in value:
+            if not field or any(not part for part in field.split(".")):
+                raise ValueError(f"empty field path {field!r}")
+        return value
+
+
+class RouteConfig(_Model):
+    """A prefix served by another upstream."""
+
+    prefix: PathPrefix
+    upstream: HttpUrl
+    strip_prefix: bool = False
+    timeout: PositiveSeconds | None = None
+
+
 class LogConfig(_Model):
     """Log level and rendering."""
 
@@ -187,14 +303,27 @@ class GatewayConfig(_Model):
     upstream: HttpUrl
     upstream_timeout: PositiveSeconds = DEFAULT_UPSTREAM_TIMEOUT
     auth: AuthConfig
-    protect: list[PathPrefix] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    protect: list[Annotated[ProtectRule, BeforeValidator(_prefix_shorthand)]] = Field(
+        default_factory=list
+    )
     public: list[PathPrefix] = Field(default_factory=list)
+    optional: list[PathPrefix] = Field(default_factory=list)
     login_url: str = DEFAULT_LOGIN_URL
     trusted_proxies: list[Cidr] = Field(default_factory=list)
     admin_listen: ListenAddress | None = DEFAULT_ADMIN_LISTEN
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = DEFAULT_MAX_HEADER_BYTES
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = DEFAULT_SHUTDOWN_GRACE
     log: LogConfig = Field(default_factory=LogConfig)
+    workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    admin_token: str | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_length(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("admin_token must be at least 16 characters")
+        return value
 
     @field_validator("login_url")
     @classmethod
@@ -331,10 +460,12 @@ def _cross_checks(config: GatewayConfig, tracker: _LineTracker) -> list[str]:
 
     try:
         table = PrefixTable(
-            [(p, "protect") for p in config.protect] + [(p, "public") for p in config.public]
+            [(r.prefix, "protect") for r in config.protect]
+            + [(p, "public") for p in config.public]
+            + [(p, "optional") for p in config.optional]
         )
     except (ValueError, PathError) as exc:
-        problems.append(f"protect/public: {exc}{at(('protect',))}")
+        problems.append(f"protect/public/optional: {exc}{at(('protect',))}")
     else:
         login_path = normalize_path(config.login_url.split("?", 1)[0])
         if table.lookup(login_path) == "protect":
@@ -342,6 +473,10 @@ def _cross_checks(config: GatewayConfig, tracker: _LineTracker) -> list[str]:
                 f"login_url: {config.login_url!r} falls under a protected prefix, so sending"
                 f" people to sign in would loop; add it to public or move it{at(('login_url',))}"
             )
+    try:
+        PrefixTable([(route.prefix, route) for route in config.routes])
+    except (ValueError, PathError) as exc:
+        problems.append(f"routes: {exc}{at(('routes',))}")
     return problems
 
 

@@ -9,37 +9,32 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
-from yarl import URL
 
 from gateway import pages
 from gateway.admin import build_admin_app
-from gateway.auth import AuthClient, Identity, Outcome, Verdict
+from gateway.auth import AuthClient, Outcome, Verdict
 from gateway.config import GatewayConfig
 from gateway.cookies import find_session
-from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
+from gateway.errors import AuthUnavailable, BadRequest, GatewayError, HeadersTooLarge
 from gateway.forwarded import HeaderPolicy, request_id_from
 from gateway.logs import REQUEST_INFO_KEY, AccessLogger, RequestInfo, bind_secrets
 from gateway.metrics import Metrics
 from gateway.paths import PathError, PrefixTable, normalize_path, split_target
-from gateway.proxy import Relay, header_tokens
+from gateway.policy import PUBLIC_RULE, Access, Rule, build_rules
+from gateway.proxy import header_tokens
+from gateway.routing import KEEPALIVE_SECONDS, Pools, Router
 
 log = structlog.get_logger("gateway.server")
 
-PROTECT = "protect"
-PUBLIC = "public"
 # The request line (method, target, version) may be this long; longer gets 414.
 MAX_REQUEST_LINE_BYTES = 16384
 TOTAL_HEADER_FACTOR = 4
 MAX_HEADER_COUNT = 128
-UPSTREAM_POOL_SIZE = 512
-AUTH_POOL_SIZE = 128
-KEEPALIVE_SECONDS = 75.0
 LISTEN_BACKLOG = 1024
 NO_STORE = ("Cache-Control", "no-store")
 VARY_COOKIE = ("Vary", "Cookie")
@@ -47,35 +42,25 @@ VARY_COOKIE = ("Vary", "Cookie")
 
 @dataclass
 class Runtime:
-    """Everything built from one config: rules, policies, clients. Swapped whole on reload."""
+    """Everything built from one config: rules, routes, policies. Swapped whole on reload."""
 
     config: GatewayConfig
-    rules: PrefixTable[str]
+    rules: PrefixTable[Rule]
     policy: HeaderPolicy
     auth: AuthClient
-    relay: Relay
+    router: Router
     login_path: str
     login_query: str
 
     @classmethod
-    def build(
-        cls,
-        config: GatewayConfig,
-        auth_session: aiohttp.ClientSession,
-        upstream: aiohttp.ClientSession,
-        metrics: Metrics,
-    ) -> Runtime:
-        rules = PrefixTable(
-            [(p, PROTECT) for p in config.protect] + [(p, PUBLIC) for p in config.public]
-        )
-        policy = HeaderPolicy(config.trusted_networks, config.auth.identity_headers)
+    def build(cls, config: GatewayConfig, pools: Pools, metrics: Metrics) -> Runtime:
         login_path, _, login_query = config.login_url.partition("?")
         return cls(
             config=config,
-            rules=rules,
-            policy=policy,
-            auth=AuthClient(config.auth, auth_session, metrics),
-            relay=Relay(upstream, URL(config.upstream), config.upstream_timeout, metrics),
+            rules=build_rules(config),
+            policy=HeaderPolicy(config.trusted_networks, config.auth.identity_headers),
+            auth=AuthClient(config.auth, pools.auth, metrics),
+            router=Router(config, pools, metrics),
             login_path=login_path,
             login_query=login_query,
         )
@@ -105,10 +90,26 @@ def _private_cache(headers: CIMultiDict[str]) -> None:
         kept = [d for d in headers.getall("Cache-Control", ()) if d.strip().lower() != "public"]
         headers.popall("Cache-Control", None)
         headers["Cache-Control"] = ", ".join(["private", *kept])
-    if "cookie" not in header_tokens(headers.getall("Vary", ())) and "*" not in header_tokens(
-        headers.getall("Vary", ())
-    ):
+    vary = header_tokens(headers.getall("Vary", ()))
+    if "cookie" not in vary and "*" not in vary:
         headers.add("Vary", "Cookie")
+
+
+def _response_adjuster(
+    session_dependent: bool, set_cookies: tuple[str, ...]
+) -> Callable[[CIMultiDict[str]], None] | None:
+    """What the gateway adds to a relayed answer: cache privacy, the auth API's cookies."""
+    if not session_dependent and not set_cookies:
+        return None
+
+    def adjust(headers: CIMultiDict[str]) -> None:
+        if session_dependent:
+            _private_cache(headers)
+        # Added beside the frontend's own Set-Cookie headers, never merged into one.
+        for cookie in set_cookies:
+            headers.add("Set-Cookie", cookie)
+
+    return adjust
 
 
 class Gateway:
@@ -118,7 +119,8 @@ class Gateway:
        including the earliest refusals, carries them.
     2. Refuse what cannot be read without ambiguity (header sizes, the target, the cookie) before
        any work is done for it: nothing ambiguous reaches auth or the frontend.
-    3. Decide auth on the normalized path; nothing is sent to the frontend before that decision.
+    3. Decide access on the normalized path (the same path routing uses); nothing is sent to the
+       frontend before that decision.
     4. Build the upstream headers: strip every header the gateway sets, then set them.
     5. Relay, streaming both ways.
     """
@@ -152,24 +154,26 @@ class Gateway:
                 if s
             )
             bind_secrets(info.secrets)
-            rule = rt.rules.lookup(path)
-            identity: Identity | None = None
-            if rule == PROTECT:
-                verdict = await self._authenticate(request, session, forwarding.client_ip, info)
+            rule = rt.rules.lookup(path) or PUBLIC_RULE
+            verdict = await self._decide(rule, session, forwarding.client_ip, info)
+            if rule.access is Access.PROTECT:
                 if verdict.identity is None:
-                    return self._deny(request, path, query)
-                identity = verdict.identity
+                    return self._deny(request, path, query, verdict.set_cookies)
+                field = rule.unmet(verdict.identity.claims)
+                if field is not None:
+                    info.auth = Outcome.FORBIDDEN
+                    return self._forbid(request, field, info.request_id)
             websocket = _is_websocket(request)
             upstream_headers = rt.policy.upstream_headers(
                 headers, forwarding, info.request_id, websocket=websocket
             )
-            if identity is not None:
-                upstream_headers.extend(identity.headers)
-            url = rt.relay.target(path, query)
+            if verdict.identity is not None:
+                upstream_headers.extend(verdict.identity.headers)
+            relay, url = rt.router.resolve(path, query)
             if websocket:
-                return await rt.relay.websocket(request, url, upstream_headers, self.websockets)
-            adjust = _private_cache if rule == PROTECT else None
-            response = await rt.relay.http(request, url, upstream_headers, adjust)
+                return await relay.websocket(request, url, upstream_headers, self.websockets)
+            adjust = _response_adjuster(rule.access is not Access.PUBLIC, verdict.set_cookies)
+            response = await relay.http(request, url, upstream_headers, adjust)
             info.upstream_status = response.status
             return response
         except GatewayError as exc:
@@ -178,17 +182,32 @@ class Gateway:
             info.error = exc.reason
             return error_response(request, exc.status, exc.reason, info.request_id, exc.headers)
 
-    async def _authenticate(
-        self, request: web.BaseRequest, session: str | None, client_ip: str, info: RequestInfo
+    async def _decide(
+        self, rule: Rule, session: str | None, client_ip: str, info: RequestInfo
     ) -> Verdict:
+        """The session's verdict as the rule needs it; optional paths never fail on it."""
+        if rule.access is Access.PUBLIC:
+            return ANONYMOUS_PUBLIC
         if session is None:
-            info.auth = Outcome.DENIED
-            return Verdict(Outcome.DENIED, None)
-        verdict = await self.runtime.auth.verify(session, client_ip, info.request_id)
+            verdict = NO_SESSION if rule.access is Access.PROTECT else ANONYMOUS
+        elif rule.access is Access.PROTECT:
+            verdict = await self.runtime.auth.verify(session, client_ip, info.request_id)
+        else:
+            try:
+                verdict = await self.runtime.auth.verify(session, client_ip, info.request_id)
+            except AuthUnavailable as exc:
+                # Anonymous is allowed here anyway: degrade rather than refuse, and say so.
+                log.warning("optional sign-in degraded", reason=exc.reason)
+                verdict = DEGRADED
+            else:
+                if verdict.identity is None:
+                    verdict = Verdict(Outcome.ANONYMOUS, None, verdict.set_cookies)
         info.auth = verdict.outcome
         return verdict
 
-    def _deny(self, request: web.BaseRequest, path: str, query: str) -> web.StreamResponse:
+    def _deny(
+        self, request: web.BaseRequest, path: str, query: str, set_cookies: tuple[str, ...]
+    ) -> web.StreamResponse:
         rt = self.runtime
         headers = request.headers
         if pages.wants_json(headers.get("Accept"), headers.get("X-Requested-With")):
@@ -208,7 +227,23 @@ class Gateway:
             location = f"{rt.login_path}?{rt.login_query}{separator}next={quote(target, safe='')}"
             response = web.Response(status=302, headers={"Location": location})
         response.headers.extend((NO_STORE, VARY_COOKIE))
+        for cookie in set_cookies:
+            response.headers.add("Set-Cookie", cookie)
         return response
+
+    def _forbid(self, request: web.BaseRequest, field: str, request_id: str) -> web.Response:
+        # A signed-in user who fails a rule is refused, never sent to sign in again (that loops).
+        response = error_response(
+            request, 403, f"this page requires a different account ({field})", request_id
+        )
+        response.headers.add(*VARY_COOKIE)
+        return response
+
+
+ANONYMOUS_PUBLIC = Verdict(Outcome.PUBLIC, None)
+ANONYMOUS = Verdict(Outcome.ANONYMOUS, None)
+NO_SESSION = Verdict(Outcome.DENIED, None)
+DEGRADED = Verdict(Outcome.DEGRADED, None)
 
 
 def error_response(
@@ -312,34 +347,13 @@ def protocol_settings(config: GatewayConfig, metrics: Metrics) -> dict[str, Any]
     }
 
 
-def client_sessions(config: GatewayConfig) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
-    """One keepalive pool for the auth API and one for the frontend, shared by all requests."""
-
-    def make(limit: int, skip: tuple[str, ...]) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=limit, limit_per_host=limit, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=10
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=skip,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.upstream_timeout),
-            requote_redirect_url=False,
-        )
-
-    auth = make(AUTH_POOL_SIZE, ("Accept", "Accept-Encoding"))
-    upstream = make(UPSTREAM_POOL_SIZE, ("Accept", "Accept-Encoding", "User-Agent", "Content-Type"))
-    return auth, upstream
-
-
 @dataclass
 class RunningGateway:
     """A started gateway: its listener, its pools, and how to stop it."""
 
     gateway: Gateway
     runner: web.ServerRunner
-    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession]
+    pools: Pools
     metrics: Metrics
     port: int
     admin: web.AppRunner | None = None
@@ -349,15 +363,14 @@ class RunningGateway:
         await self.runner.cleanup()
         if self.admin is not None:
             await self.admin.cleanup()
-        for session in self.sessions:
-            await session.close()
+        await self.pools.close()
 
 
 async def start_gateway(config: GatewayConfig, sock: socket.socket | None = None) -> RunningGateway:
     """Start serving `config` on its listen address (or on a given socket), and the admin port."""
     metrics = Metrics()
-    sessions = client_sessions(config)
-    gateway = Gateway(Runtime.build(config, *sessions, metrics))
+    pools = Pools()
+    gateway = Gateway(Runtime.build(config, pools, metrics))
     server = GatewayServer(gateway, metrics, **protocol_settings(config, metrics))
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace)
     await runner.setup()
@@ -369,7 +382,7 @@ async def start_gateway(config: GatewayConfig, sock: socket.socket | None = None
             runner, address.host, address.port, backlog=LISTEN_BACKLOG, reuse_port=True
         )
     await site.start()
-    running = RunningGateway(gateway, runner, sessions, metrics, _bound_port(runner))
+    running = RunningGateway(gateway, runner, pools, metrics, _bound_port(runner))
     admin_address = config.admin_address
     if admin_address is not None:
         admin_app = build_admin_app(lambda: gateway.runtime.config, metrics)

@@ -32,7 +32,7 @@ def _redact_url(value: str) -> str:
 
 def effective_config(config: GatewayConfig) -> dict[str, Any]:
     """The config as it will be used, with URL credentials and query strings redacted."""
-    data = config.model_dump()
+    data = config.model_dump(by_alias=True)
     data["upstream"] = _redact_url(config.upstream)
     data["auth"]["validate_url"] = _redact_url(config.auth.validate_url)
     return data
@@ -75,7 +75,7 @@ class Service:
         gateway = self.running.gateway
         if new.listen != self.config.listen or new.admin_listen != self.config.admin_listen:
             log.warning("listen addresses change only on restart")
-        runtime = Runtime.build(new, *self.running.sessions, self.running.metrics)
+        runtime = Runtime.build(new, self.running.pools, self.running.metrics)
         if new.auth == self.config.auth:
             # Same auth settings: keep the warm cache rather than re-validate every session.
             runtime.auth = gateway.runtime.auth

@@ -57,7 +57,8 @@ async def test_startup_logs_effective_config_without_credentials(
     try:
         line = next(x for x in process.output.splitlines() if '"gateway started"' in x)
         event = json.loads(line)
-        assert event["config"]["protect"] == ["/dashboard", "/settings", "/profile", "/admin"]
+        prefixes = [rule["prefix"] for rule in event["config"]["protect"]]
+        assert prefixes == ["/dashboard", "/settings", "/profile", "/admin"]
         assert "hunter2secret" not in process.output
     finally:
         process.signal(signal.SIGTERM)

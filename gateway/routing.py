@@ -1,0 +1,105 @@
+"""Which upstream serves a path: routes by longest prefix, each upstream with its own pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.paths import PrefixTable
+from gateway.proxy import Relay
+
+UPSTREAM_POOL_SIZE = 512
+AUTH_POOL_SIZE = 128
+KEEPALIVE_SECONDS = 75.0
+CONNECT_TIMEOUT = 10.0
+
+
+def client_session(limit: int, skip_auto_headers: tuple[str, ...]) -> aiohttp.ClientSession:
+    """A keepalive pool that adds nothing of its own: no cookie jar, no decompression."""
+    connector = aiohttp.TCPConnector(
+        limit=limit, limit_per_host=limit, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=10
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=skip_auto_headers,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+        requote_redirect_url=False,
+    )
+
+
+class Pools:
+    """One pool per upstream origin, kept across reloads so keepalive connections survive them."""
+
+    def __init__(self) -> None:
+        self.auth = client_session(AUTH_POOL_SIZE, ("Accept", "Accept-Encoding"))
+        self._upstreams: dict[str, aiohttp.ClientSession] = {}
+
+    def upstream(self, url: str) -> aiohttp.ClientSession:
+        origin = str(URL(url).origin())
+        session = self._upstreams.get(origin)
+        if session is None:
+            # The client's own headers are forwarded as they are; aiohttp adds none of its own.
+            skip = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+            session = client_session(UPSTREAM_POOL_SIZE, skip)
+            self._upstreams[origin] = session
+        return session
+
+    async def close(self) -> None:
+        await self.auth.close()
+        for session in self._upstreams.values():
+            await session.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An upstream for a prefix; strip removes the prefix from the path sent upstream."""
+
+    relay: Relay
+    strip: bool
+
+
+class Router:
+    """Picks the relay and builds the upstream URL for a normalized path."""
+
+    def __init__(self, config: GatewayConfig, pools: Pools, metrics: Metrics) -> None:
+        self.default = Relay(
+            pools.upstream(config.upstream), URL(config.upstream), config.upstream_timeout, metrics
+        )
+        self.upstreams = {"upstream": config.upstream} | {
+            f"route {r.prefix}": r.upstream for r in config.routes
+        }
+        self._routes: PrefixTable[Route] | None = None
+        if config.routes:
+            self._routes = PrefixTable(
+                (
+                    r.prefix,
+                    Route(
+                        Relay(
+                            pools.upstream(r.upstream),
+                            URL(r.upstream),
+                            r.timeout or config.upstream_timeout,
+                            metrics,
+                        ),
+                        r.strip_prefix,
+                    ),
+                )
+                for r in config.routes
+            )
+
+    def resolve(self, path: str, query: str) -> tuple[Relay, URL]:
+        if self._routes is not None:
+            found = self._routes.lookup_prefix(path)
+            if found is not None:
+                prefix, route = found
+                if route.strip and prefix != "/":
+                    # The prefix matched case-insensitively on whole segments, so its length is
+                    # the length of the path's leading segments.
+                    path = path[len(prefix) :] or "/"
+                return route.relay, route.relay.target(path, query)
+        return self.default, self.default.target(path, query)
