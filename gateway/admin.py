@@ -38,7 +38,11 @@ def build_admin_app(current: Callable[[], GatewayConfig], metrics: Metrics) -> w
 
     async def readyz(request: web.Request) -> web.Response:
         config = current()
-        targets = {"upstream": config.upstream, "auth_api": config.auth.validate_url}
+        targets = {
+            "upstream": config.upstream,
+            **{f"route {route.prefix}": route.upstream for route in config.routes},
+            "auth_api": config.auth.validate_url,
+        }
         results = await asyncio.gather(*(_reachable(url) for url in targets.values()))
         checks = {"config": "ok"} | {
             name: "ok" if problem is None else f"unreachable: {problem}"

@@ -71,9 +71,6 @@ class Router:
         self.default = Relay(
             pools.upstream(config.upstream), URL(config.upstream), config.upstream_timeout, metrics
         )
-        self.upstreams = {"upstream": config.upstream} | {
-            f"route {r.prefix}": r.upstream for r in config.routes
-        }
         self._routes: PrefixTable[Route] | None = None
         if config.routes:
             self._routes = PrefixTable(

@@ -260,6 +260,20 @@ async def _reset(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@behaviour("renew-token")
+async def _renew(request: web.Request) -> web.StreamResponse:
+    response = web.json_response(GOOD_USER)
+    response.headers.add("Set-Cookie", "session=renewed-token; Path=/; HttpOnly; Max-Age=3600")
+    return response
+
+
+@behaviour("expired-token")
+async def _expired(request: web.Request) -> web.StreamResponse:
+    response = web.json_response({"error": "expired"}, status=401)
+    response.headers.add("Set-Cookie", "session=; Path=/; Max-Age=0")
+    return response
+
+
 @behaviour("api-scalars")
 async def _scalars(request: web.Request) -> web.StreamResponse:
     return web.json_response(
