@@ -29,7 +29,8 @@ RULES = [
     {"prefix": "/verified", "require": {"email_verified": {"equals": True}}},
     {"prefix": "/paid", "require": {"tier": {"in": ["gold", "silver"]}}},
     {"prefix": "/org", "require": {"org.name": {"equals": "hamrah"}}},
-    {"prefix": "/both", "require": {"roles": {"contains": "admin"}, "email_verified": {"equals": True}}},
+    {"prefix": "/both", "require": {"roles": {"contains": "admin"},
+                                    "email_verified": {"equals": True}}},
 ]  # fmt: skip
 
 
