@@ -1,18 +1,37 @@
-"""The admin listener: liveness, readiness with the failing check named, and metrics."""
+"""The admin listener: liveness, readiness with the failing check named, metrics, revocation."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import hmac
+import re
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from gateway.config import GatewayConfig
-from gateway.metrics import Metrics
 
 READY_CHECK_TIMEOUT = 1.0
+MAX_REVOKE_BODY_BYTES = 8192
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RevokeRefused(Exception):
+    """A revocation the admin API cannot carry out as asked; the text says why."""
+
+
+class AdminBackend(Protocol):
+    """What the admin routes need from a running gateway (one process, or the supervisor)."""
+
+    def current_config(self) -> GatewayConfig: ...
+
+    def degraded_checks(self) -> dict[str, str]: ...
+
+    def exposition(self) -> bytes: ...
+
+    async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]: ...
 
 
 async def _reachable(url: str) -> str | None:
@@ -30,14 +49,35 @@ async def _reachable(url: str) -> str | None:
     return None
 
 
-def build_admin_app(current: Callable[[], GatewayConfig], metrics: Metrics) -> web.Application:
-    """Routes of the admin listener; `current` gives the config in force now (reload swaps it)."""
+async def revoke_request(request: web.Request) -> tuple[str | None, str | None]:
+    """The session value or digest named by a revocation request's JSON body."""
+    if request.content_length is not None and request.content_length > MAX_REVOKE_BODY_BYTES:
+        raise RevokeRefused("body too large")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise RevokeRefused(
+            'expected JSON: {"session": "<cookie value>"} or {"digest": "<hex>"}'
+        ) from None
+    session = body.get("session") if isinstance(body, dict) else None
+    digest = body.get("digest") if isinstance(body, dict) else None
+    if (session is None) == (digest is None):
+        raise RevokeRefused('give exactly one of "session" or "digest"')
+    if session is not None and (not isinstance(session, str) or not session):
+        raise RevokeRefused('"session" must be a non-empty string')
+    if digest is not None and (not isinstance(digest, str) or not _DIGEST.match(digest)):
+        raise RevokeRefused('"digest" must be 64 lowercase hex characters (HMAC-SHA256)')
+    return session, digest
+
+
+def build_admin_app(backend: AdminBackend) -> web.Application:
+    """Routes of the admin listener; the config in force is read per request (reload swaps it)."""
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        config = current()
+        config = backend.current_config()
         targets = {
             "upstream": config.upstream,
             **{f"route {route.prefix}": route.upstream for route in config.routes},
@@ -49,20 +89,46 @@ def build_admin_app(current: Callable[[], GatewayConfig], metrics: Metrics) -> w
             for name, problem in zip(targets, results, strict=True)
         }
         failing = [name for name, result in checks.items() if result != "ok"]
-        body: dict[str, object] = {
-            "status": "not ready" if failing else "ready",
-            "checks": checks,
-            "failing": failing,
-        }
+        # Degraded parts (a shared cache that is down) are reported but do not fail readiness:
+        # the gateway still serves correctly without them.
+        degraded = backend.degraded_checks()
+        checks |= degraded
+        status = (
+            "not ready"
+            if failing
+            else ("degraded" if any(v != "ok" for v in degraded.values()) else "ready")
+        )
+        body: dict[str, object] = {"status": status, "checks": checks, "failing": failing}
         return web.json_response(body, status=503 if failing else 200)
 
     async def metrics_text(request: web.Request) -> web.Response:
-        response = web.Response(body=metrics.exposition())
+        response = web.Response(body=backend.exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    app = web.Application()
+    async def revoke(request: web.Request) -> web.Response:
+        token = backend.current_config().admin_token
+        if token is None:
+            return web.json_response(
+                {"error": "revocation is disabled: set admin_token in the config"}, status=404
+            )
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response(
+                {"error": "a valid bearer token is required"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="hamrah-gateway-admin"'},
+            )
+        try:
+            session, digest = await revoke_request(request)
+            result = await backend.revoke(session, digest)
+        except RevokeRefused as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"revoked": True, **result})
+
+    app = web.Application(client_max_size=MAX_REVOKE_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_text)
+    app.router.add_post("/sessions/revoke", revoke)
     return app

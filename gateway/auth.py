@@ -22,6 +22,7 @@ from gateway.config import AuthConfig
 from gateway.errors import AuthUnavailable, GatewayError
 from gateway.metrics import Metrics
 from gateway.policy import lookup
+from gateway.shared_cache import SharedCache
 from gateway.shield import SlidingWindowLimiter, retry_after
 
 MAX_VALIDATE_BODY_BYTES = 64 * 1024
@@ -92,21 +93,32 @@ def identity_from_claims(claims: Mapping[str, Any], fields: Mapping[str, str]) -
 class AuthClient:
     """Validates session cookies against the auth API, and shields it.
 
-    In front of every call, in order: the positive cache (a signed-in user never waits on the
-    shield), the negative cache, the per-client limit on unknown sessions, single flight (one call
-    per cookie at a time), and the cap on calls in flight.
+    In front of every call, in order: the local cache (a signed-in user never waits on the
+    shield), the negative cache, single flight (one lookup per cookie at a time), the shared cache
+    of all replicas, the per-client limit on unknown sessions, and the cap on calls in flight.
     """
 
     def __init__(
-        self, config: AuthConfig, session: aiohttp.ClientSession, metrics: Metrics
+        self,
+        config: AuthConfig,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        shared: SharedCache | None = None,
     ) -> None:
         self._config = config
         self._session = session
         self._metrics = metrics
-        self._hash = CookieHasher()
-        self._cache: TTLCache[bytes, Identity] = TTLCache(config.cache_max_entries)
-        self._denied: TTLCache[bytes, bool] = TTLCache(config.cache_max_entries)
-        self._flight: SingleFlight[bytes, Verdict] = SingleFlight()
+        self._shared = shared
+        secret = config.cache.secret
+        self.digest = CookieHasher(secret.encode() if secret else None)
+        # With a shared cache the local copy is a short first level, so a revocation that
+        # missed this process still takes effect within local_ttl.
+        self._local_ttl = (
+            min(config.cache_ttl, config.cache.local_ttl) if shared else config.cache_ttl
+        )
+        self._cache: TTLCache[str, Identity] = TTLCache(config.cache_max_entries)
+        self._denied: TTLCache[str, bool] = TTLCache(config.cache_max_entries)
+        self._flight: SingleFlight[str, Verdict] = SingleFlight()
         self._inflight = asyncio.Semaphore(config.max_inflight)
         rate = config.unknown_session_rate
         self._limiter = None if rate is None else SlidingWindowLimiter(rate)
@@ -116,15 +128,21 @@ class AuthClient:
     def config(self) -> AuthConfig:
         return self._config
 
-    def forget(self, cookie_value: str) -> bool:
-        """Drop a cached validation (revocation)."""
-        found = self._cache.discard(self._hash(cookie_value))
+    def evict(self, digest: str) -> bool:
+        """Drop this process's cached validation for a session digest (revocation)."""
+        found = self._cache.discard(digest)
+        self._denied.discard(digest)
         self._metrics.cache_entries.set(len(self._cache))
         return found
 
+    def evict_all(self) -> None:
+        """Forget every cached validation (revocations may have been missed)."""
+        self._cache.clear()
+        self._metrics.cache_entries.set(0)
+
     async def verify(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
         """Return the verdict for a session cookie value; raise AuthUnavailable on any doubt."""
-        key = self._hash(cookie_value)
+        key = self.digest(cookie_value)
         if self._config.cache_ttl > 0:
             cached = self._cache.get(key)
             self._metrics.cache_lookup(cached is not None)
@@ -132,6 +150,20 @@ class AuthClient:
                 return Verdict(Outcome.CACHED, cached)
         if self._config.negative_ttl > 0 and self._denied.get(key):
             return Verdict(Outcome.DENIED, None)
+        return await self._flight.run(
+            key, lambda: self._resolve(key, cookie_value, client_ip, request_id)
+        )
+
+    async def _resolve(
+        self, key: str, cookie_value: str, client_ip: str, request_id: str
+    ) -> Verdict:
+        """One per cookie at a time: the shared cache, then the shield, then the auth API."""
+        if self._shared is not None and self._config.cache_ttl > 0:
+            claims = await self._shared.get(key)
+            if claims is not None:
+                identity = identity_from_claims(claims, self._config.identity_headers)
+                self._remember(key, identity)
+                return Verdict(Outcome.CACHED, identity)
         if self._limiter is not None:
             wait = self._limiter.acquire(client_ip)
             if wait is not None:
@@ -139,13 +171,20 @@ class AuthClient:
                     "too many sign-in checks from this client",
                     headers=(("Retry-After", retry_after(wait)),),
                 )
-        return await self._flight.run(
-            key, lambda: self._validate(key, cookie_value, client_ip, request_id)
-        )
+        verdict = await self._validate(cookie_value, client_ip, request_id)
+        if verdict.identity is not None and self._config.cache_ttl > 0:
+            self._remember(key, verdict.identity)
+            if self._shared is not None:
+                await self._shared.put(key, verdict.identity.claims, self._config.cache_ttl)
+        elif verdict.identity is None and self._config.negative_ttl > 0:
+            self._denied.put(key, True, self._config.negative_ttl)
+        return verdict
 
-    async def _validate(
-        self, key: bytes, cookie_value: str, client_ip: str, request_id: str
-    ) -> Verdict:
+    def _remember(self, key: str, identity: Identity) -> None:
+        self._cache.put(key, identity, self._local_ttl)
+        self._metrics.cache_entries.set(len(self._cache))
+
+    async def _validate(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
         try:
             async with asyncio.timeout(self._config.timeout):
                 await self._inflight.acquire()
@@ -161,11 +200,6 @@ class AuthClient:
             self._inflight.release()
             self._metrics.auth_calls.labels(result).inc()
             self._metrics.auth_latency.observe(time.perf_counter() - started)
-        if verdict.identity is not None and self._config.cache_ttl > 0:
-            self._cache.put(key, verdict.identity, self._config.cache_ttl)
-            self._metrics.cache_entries.set(len(self._cache))
-        elif verdict.identity is None and self._config.negative_ttl > 0:
-            self._denied.put(key, True, self._config.negative_ttl)
         return verdict
 
     async def _call(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:

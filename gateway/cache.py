@@ -7,7 +7,7 @@ that cannot be replayed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import hmac
 import secrets
 import time
 from collections import OrderedDict
@@ -19,13 +19,17 @@ K = TypeVar("K")
 
 
 class CookieHasher:
-    """HMAC-style keyed digest of a cookie value (BLAKE2b with a key)."""
+    """Hex HMAC-SHA256 of a cookie value.
+
+    Keyed with the configured shared secret, every replica derives the same digest (and an
+    operator can revoke by digest); without one, a random per-process key is used.
+    """
 
     def __init__(self, key: bytes | None = None) -> None:
-        self._key = key if key is not None else secrets.token_bytes(32)
+        self._key = key if key else secrets.token_bytes(32)
 
-    def __call__(self, value: str) -> bytes:
-        return hashlib.blake2b(value.encode(), key=self._key, digest_size=20).digest()
+    def __call__(self, value: str) -> str:
+        return hmac.digest(self._key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 class TTLCache(Generic[K, V]):

@@ -16,7 +16,7 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 
 from gateway import pages
-from gateway.admin import build_admin_app
+from gateway.admin import RevokeRefused, build_admin_app
 from gateway.auth import AuthClient, Outcome, Verdict
 from gateway.config import GatewayConfig
 from gateway.cookies import find_session
@@ -28,6 +28,7 @@ from gateway.paths import PathError, PrefixTable, normalize_path, split_target
 from gateway.policy import PUBLIC_RULE, Access, Rule, build_rules
 from gateway.proxy import header_tokens
 from gateway.routing import KEEPALIVE_SECONDS, Pools, Router
+from gateway.shared_cache import SharedCache
 
 log = structlog.get_logger("gateway.server")
 
@@ -53,13 +54,19 @@ class Runtime:
     login_query: str
 
     @classmethod
-    def build(cls, config: GatewayConfig, pools: Pools, metrics: Metrics) -> Runtime:
+    def build(
+        cls,
+        config: GatewayConfig,
+        pools: Pools,
+        metrics: Metrics,
+        shared: SharedCache | None = None,
+    ) -> Runtime:
         login_path, _, login_query = config.login_url.partition("?")
         return cls(
             config=config,
             rules=build_rules(config),
             policy=HeaderPolicy(config.trusted_networks, config.auth.identity_headers),
-            auth=AuthClient(config.auth, pools.auth, metrics),
+            auth=AuthClient(config.auth, pools.auth, metrics, shared),
             router=Router(config, pools, metrics),
             login_path=login_path,
             login_query=login_query,
@@ -349,20 +356,54 @@ def protocol_settings(config: GatewayConfig, metrics: Metrics) -> dict[str, Any]
 
 @dataclass
 class RunningGateway:
-    """A started gateway: its listener, its pools, and how to stop it."""
+    """A started gateway: its listener, pools and shared cache, and how to stop it.
+
+    It is also what the admin routes ask (AdminBackend): config, checks, metrics, revocation.
+    """
 
     gateway: Gateway
     runner: web.ServerRunner
     pools: Pools
     metrics: Metrics
     port: int
+    shared: SharedCache | None = None
     admin: web.AppRunner | None = None
     admin_port: int | None = None
+
+    def current_config(self) -> GatewayConfig:
+        return self.gateway.runtime.config
+
+    def degraded_checks(self) -> dict[str, str]:
+        return {} if self.shared is None else {"redis": self.shared.status}
+
+    def exposition(self) -> bytes:
+        return self.metrics.exposition()
+
+    async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:
+        """Evict a session here and, through Redis, on every replica."""
+        auth = self.gateway.runtime.auth
+        if digest is None:
+            assert session is not None
+            digest = auth.digest(session)
+        elif not auth.config.cache.secret:
+            raise RevokeRefused("revoking by digest needs auth.cache.secret (digests are keyed)")
+        local = auth.evict(digest)
+        shared = None if self.shared is None else await self.shared.revoke(digest)
+        log.info("session revoked", digest=digest[:12], local=local, shared=shared)
+        return {"digest": digest, "local": local, "shared": shared}
+
+    async def start_admin(self, host: str, port: int) -> None:
+        self.admin = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
+        await self.admin.setup()
+        await web.TCPSite(self.admin, host, port).start()
+        self.admin_port = _bound_port(self.admin)
 
     async def close(self) -> None:
         await self.runner.cleanup()
         if self.admin is not None:
             await self.admin.cleanup()
+        if self.shared is not None:
+            await self.shared.close()
         await self.pools.close()
 
 
@@ -370,7 +411,25 @@ async def start_gateway(config: GatewayConfig, sock: socket.socket | None = None
     """Start serving `config` on its listen address (or on a given socket), and the admin port."""
     metrics = Metrics()
     pools = Pools()
-    gateway = Gateway(Runtime.build(config, pools, metrics))
+    shared: SharedCache | None = None
+    started: list[Gateway] = []
+
+    def evict(digest: str) -> None:
+        for gateway in started:
+            gateway.runtime.auth.evict(digest)
+
+    def evict_all() -> None:
+        for gateway in started:
+            gateway.runtime.auth.evict_all()
+
+    cache = config.auth.cache
+    if cache.backend == "redis" and cache.url is not None:
+        # Revocations from other replicas evict here; after a reconnect some may have been
+        # missed, so the local level starts empty.
+        shared = SharedCache(cache.url, on_revoke=evict, on_resubscribe=evict_all)
+        await shared.start()
+    gateway = Gateway(Runtime.build(config, pools, metrics, shared))
+    started.append(gateway)
     server = GatewayServer(gateway, metrics, **protocol_settings(config, metrics))
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace)
     await runner.setup()
@@ -382,14 +441,10 @@ async def start_gateway(config: GatewayConfig, sock: socket.socket | None = None
             runner, address.host, address.port, backlog=LISTEN_BACKLOG, reuse_port=True
         )
     await site.start()
-    running = RunningGateway(gateway, runner, pools, metrics, _bound_port(runner))
+    running = RunningGateway(gateway, runner, pools, metrics, _bound_port(runner), shared)
     admin_address = config.admin_address
     if admin_address is not None:
-        admin_app = build_admin_app(lambda: gateway.runtime.config, metrics)
-        running.admin = web.AppRunner(admin_app, access_log=None, handle_signals=False)
-        await running.admin.setup()
-        await web.TCPSite(running.admin, admin_address.host, admin_address.port).start()
-        running.admin_port = _bound_port(running.admin)
+        await running.start_admin(admin_address.host, admin_address.port)
     return running
 
 

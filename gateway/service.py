@@ -73,9 +73,14 @@ class Service:
             log.error("reload refused; the previous config stays", problems=list(exc.problems))
             return
         gateway = self.running.gateway
-        if new.listen != self.config.listen or new.admin_listen != self.config.admin_listen:
-            log.warning("listen addresses change only on restart")
-        runtime = Runtime.build(new, self.running.pools, self.running.metrics)
+        if (new.listen, new.admin_listen, new.workers, new.auth.cache) != (
+            self.config.listen,
+            self.config.admin_listen,
+            self.config.workers,
+            self.config.auth.cache,
+        ):
+            log.warning("listen addresses, workers and the shared cache change only on restart")
+        runtime = Runtime.build(new, self.running.pools, self.running.metrics, self.running.shared)
         if new.auth == self.config.auth:
             # Same auth settings: keep the warm cache rather than re-validate every session.
             runtime.auth = gateway.runtime.auth

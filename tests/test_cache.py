@@ -54,7 +54,8 @@ def test_hasher_is_keyed_and_stable() -> None:
     one, two = CookieHasher(b"k" * 32), CookieHasher(b"j" * 32)
     assert one("abc") == one("abc")
     assert one("abc") != two("abc")
-    assert b"abc" not in one("abc")
+    assert "abc" not in one("abc")
+    assert len(one("abc")) == 64
 
 
 async def test_single_flight_shares_one_call() -> None:
