@@ -132,3 +132,19 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
     app.router.add_get("/metrics", metrics_text)
     app.router.add_post("/sessions/revoke", revoke)
     return app
+
+
+def build_control_app(backend: AdminBackend) -> web.Application:
+    """A worker's private control channel (a unix socket only its supervisor can reach)."""
+
+    async def revoke(request: web.Request) -> web.Response:
+        try:
+            session, digest = await revoke_request(request)
+            result = await backend.revoke(session, digest)
+        except RevokeRefused as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    app = web.Application(client_max_size=MAX_REVOKE_BODY_BYTES)
+    app.router.add_post("/revoke", revoke)
+    return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,13 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo_service(args.command, args.listen, getattr(args, "api_url", ""))
     path = args.config or Path(DEFAULT_CONFIG)
     try:
+        config = load_config(path)
         if args.check:
-            load_config(path)
             print(f"{path}: ok")
             return 0
+        from gateway.workers import CONTROL_ENV, run_supervisor
+
+        control = os.environ.get(CONTROL_ENV)
+        if control is None and config.worker_count > 1:
+            return run_supervisor(path, config)
         from gateway.service import run_service
 
-        return run_service(path)
+        return run_service(path, control)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return ConfigError.exit_code

@@ -44,6 +44,8 @@ DEFAULT_IDENTITY_HEADERS = {"X-Auth-User-Id": "id", "X-Auth-User-Email": "email"
 DEFAULT_NEGATIVE_TTL = 0.0
 DEFAULT_MAX_INFLIGHT = 128
 DEFAULT_LOCAL_TTL = 5.0
+# One process unless asked: each worker keeps its own cache and single flight (see README).
+DEFAULT_WORKERS = 1
 RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
 
@@ -315,7 +317,7 @@ class GatewayConfig(_Model):
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = DEFAULT_MAX_HEADER_BYTES
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = DEFAULT_SHUTDOWN_GRACE
     log: LogConfig = Field(default_factory=LogConfig)
-    workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = DEFAULT_WORKERS
     admin_token: str | None = None
 
     @field_validator("admin_token")
@@ -344,6 +346,10 @@ class GatewayConfig(_Model):
     @property
     def admin_address(self) -> HostPort | None:
         return None if self.admin_listen is None else _parse_host_port(self.admin_listen)
+
+    @property
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else self.workers
 
     @property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

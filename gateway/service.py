@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from aiohttp import web
 from yarl import URL
 
+from gateway.admin import build_control_app
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
 from gateway.server import RunningGateway, Runtime, start_gateway
@@ -39,16 +41,37 @@ def effective_config(config: GatewayConfig) -> dict[str, Any]:
 
 
 class Service:
-    """One gateway process: owns the running gateway and reacts to signals."""
+    """One gateway process: owns the running gateway and reacts to signals.
 
-    def __init__(self, config_path: Path | None, config: GatewayConfig) -> None:
+    As one of `workers: N` (control_socket set) it leaves the admin listener to its supervisor
+    and takes revocations on a private unix socket instead.
+    """
+
+    def __init__(
+        self, config_path: Path | None, config: GatewayConfig, control_socket: str | None = None
+    ) -> None:
         self.config_path = config_path
-        self.config = config
+        self.control_socket = control_socket
+        self.config = self._own(config)
         self.running: RunningGateway | None = None
         self._stop = asyncio.Event()
 
+    def _own(self, config: GatewayConfig) -> GatewayConfig:
+        if self.control_socket is None:
+            return config
+        return config.model_copy(update={"admin_listen": None})
+
     async def run(self) -> int:
-        self.running = await start_gateway(self.config)
+        try:
+            self.running = await start_gateway(self.config)
+        except OSError as exc:
+            log.error("cannot listen", listen=self.config.listen, error=str(exc))
+            return 1
+        control: web.AppRunner | None = None
+        if self.control_socket is not None:
+            control = web.AppRunner(build_control_app(self.running), handle_signals=False)
+            await control.setup()
+            await web.UnixSite(control, self.control_socket).start()
         stop_on_signals(self._stop)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         log.info(
@@ -59,6 +82,8 @@ class Service:
         )
         await self._stop.wait()
         await self.shutdown()
+        if control is not None:
+            await control.cleanup()
         return 0
 
     def reload(self) -> None:
@@ -68,7 +93,7 @@ class Service:
             log.warning("reload ignored: this gateway was not started from a config file")
             return
         try:
-            new = load_config(self.config_path)
+            new = self._own(load_config(self.config_path))
         except ConfigError as exc:
             log.error("reload refused; the previous config stays", problems=list(exc.problems))
             return
@@ -109,11 +134,11 @@ def stop_on_signals(stop: asyncio.Event) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
 
 
-def run_service(config_path: Path) -> int:
+def run_service(config_path: Path, control_socket: str | None = None) -> int:
     """Load the config and serve until SIGTERM; 2 for a bad config, 0 after a clean stop."""
     config = load_config(config_path)
     configure_logging(config.log.level, config.log.format, config.auth.cookie)
-    return run_loop(Service(config_path, config).run())
+    return run_loop(Service(config_path, config, control_socket).run())
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

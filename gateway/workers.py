@@ -1,0 +1,205 @@
+"""`workers: N`: N gateway processes on one listening port, supervised by one parent.
+
+Each worker binds the port with SO_REUSEPORT and the kernel spreads connections between them. The
+parent holds the admin listener: metrics are merged from every worker (prometheus-client's
+multiprocess mode), revocations are passed to every worker over a private unix socket, signals are
+passed on (SIGHUP after the parent has validated the file), and a worker that dies is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import multiprocess
+
+from gateway.admin import RevokeRefused, build_admin_app
+from gateway.cache import CookieHasher
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.logs import configure_logging
+from gateway.metrics import MULTIPROC_ENV, Metrics
+from gateway.service import run_loop, stop_on_signals
+from gateway.shared_cache import SharedCache
+
+log = structlog.get_logger("gateway.workers")
+
+WORKER_ENV = "HAMRAH_GATEWAY_WORKER"
+CONTROL_ENV = "HAMRAH_GATEWAY_CONTROL"
+RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0)
+STOP_MARGIN = 10.0
+CONTROL_TIMEOUT = 2.0
+
+
+class Supervisor:
+    """The parent process of `workers: N`."""
+
+    def __init__(self, config_path: Path, config: GatewayConfig) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.count = config.worker_count
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts: dict[int, int] = {}
+        self.stopping = False
+        self.home = Path(tempfile.mkdtemp(prefix="hamrah-gateway-"))
+        self.shared: SharedCache | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    def control_socket(self, index: int) -> Path:
+        return self.home / f"worker-{index}.sock"
+
+    async def run(self) -> int:
+        metrics_dir = self.home / "metrics"
+        metrics_dir.mkdir()
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
+        self.metrics = Metrics()
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        cache = self.config.auth.cache
+        if cache.backend == "redis" and cache.url is not None:
+            self.shared = SharedCache(cache.url, on_revoke=lambda _digest: None)
+            await self.shared.start()
+        for index in range(self.count):
+            await self._spawn(index)
+        admin = await self._start_admin()
+        log.info("supervisor started", workers=self.count, pid=os.getpid())
+        try:
+            await stop.wait()
+        finally:
+            await self._stop_workers()
+            if admin is not None:
+                await admin.cleanup()
+            if self.shared is not None:
+                await self.shared.close()
+            shutil.rmtree(self.home, ignore_errors=True)
+        log.info("supervisor stopped")
+        return 0
+
+    async def _start_admin(self) -> web.AppRunner | None:
+        address = self.config.admin_address
+        if address is None:
+            return None
+        runner = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, address.host, address.port).start()
+        return runner
+
+    async def _spawn(self, index: int) -> None:
+        env = dict(
+            os.environ, **{WORKER_ENV: str(index), CONTROL_ENV: str(self.control_socket(index))}
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "--config", str(self.config_path), env=env
+        )
+        self.procs[index] = proc
+        watcher = asyncio.ensure_future(self._watch(index, proc))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, index: int, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+        if self.stopping:
+            return
+        restarts = self.restarts.get(index, 0)
+        delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
+        log.error(
+            "worker died; restarting", worker=index, pid=proc.pid, exit_code=code, delay=delay
+        )
+        self.restarts[index] = restarts + 1
+        await asyncio.sleep(delay)
+        if not self.stopping:
+            await self._spawn(index)
+
+    def reload(self) -> None:
+        """Validate the file here first, so a bad edit never reaches a worker."""
+        try:
+            self.config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused; the previous config stays", problems=list(exc.problems))
+            return
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGHUP)
+        log.info("reload passed to workers", workers=len(self.procs))
+
+    async def _stop_workers(self) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        waits = [proc.wait() for proc in self.procs.values()]
+        try:
+            async with asyncio.timeout(self.config.shutdown_grace + STOP_MARGIN):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            for proc in self.procs.values():
+                if proc.returncode is None:
+                    log.error("worker did not stop in time; killing it", pid=proc.pid)
+                    proc.kill()
+        for watcher in list(self._watchers):
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    # AdminBackend: what the admin routes ask of the supervisor.
+
+    def current_config(self) -> GatewayConfig:
+        return self.config
+
+    def degraded_checks(self) -> dict[str, str]:
+        alive = sum(1 for proc in self.procs.values() if proc.returncode is None)
+        checks = {"workers": "ok" if alive == self.count else f"degraded: {alive}/{self.count} up"}
+        if self.shared is not None:
+            checks["redis"] = self.shared.status
+        return checks
+
+    def exposition(self) -> bytes:
+        return self.metrics.exposition()
+
+    async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:
+        """Evict in every worker, and through Redis on every replica."""
+        body = {"session": session} if session is not None else {"digest": digest}
+        evicted: list[bool] = []
+        for index in range(self.count):
+            connector = aiohttp.UnixConnector(path=str(self.control_socket(index)))
+            try:
+                async with (
+                    aiohttp.ClientSession(connector=connector) as client,
+                    client.post(
+                        "http://worker/revoke",
+                        json=body,
+                        timeout=aiohttp.ClientTimeout(CONTROL_TIMEOUT),
+                    ) as response,
+                ):
+                    result = await response.json()
+                    if response.status == 400:
+                        raise RevokeRefused(str(result.get("error")))
+                    evicted.append(bool(result.get("local")))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "worker did not take the revocation", worker=index, error=type(exc).__name__
+                )
+        shared = None
+        if self.shared is not None:
+            key = digest
+            if key is None and self.config.auth.cache.secret:
+                key = CookieHasher(self.config.auth.cache.secret.encode())(session or "")
+            if key is not None:
+                shared = await self.shared.revoke(key)
+        return {"local": any(evicted), "workers": len(evicted), "shared": shared}
+
+
+def run_supervisor(config_path: Path, config: GatewayConfig) -> int:
+    """Run `workers: N` processes under one supervising parent until SIGTERM."""
+    configure_logging(config.log.level, config.log.format, config.auth.cookie)
+    return run_loop(Supervisor(config_path, config).run())
