@@ -601,11 +601,18 @@ input:focus { outline: 2px solid var(--accent); outline-offset: 1px; border-colo
 
 def _layout(title: str, body: str, *, email: str | None) -> str:
     """Wrap body (already-escaped HTML) in the shared page chrome."""
+    restore_guard = ""
     if email:
         who = (
             f"<span>Signed in as <strong>{escape(email)}</strong></span>"
             '<form method="post" action="/logout"><button class="btn" type="submit">Sign out'
             "</button></form>"
+        )
+        # Chrome's back/forward cache can restore a signed-in page after sign-out even with
+        # Cache-Control: no-store; a restored page asks the server (and the gateway) again.
+        restore_guard = (
+            "<script>addEventListener('pageshow', e => { if (e.persisted) location.reload(); });"
+            "</script>"
         )
     else:
         who = '<span>Not signed in</span><a class="btn" href="/login">Sign in</a>'
@@ -616,6 +623,7 @@ def _layout(title: str, body: str, *, email: str | None) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} · hamrah demo</title>
 <style>{_CSS}</style>
+{restore_guard}
 </head>
 <body>
 <header class="bar">

@@ -12,6 +12,8 @@ class GatewayError(Exception):
 
     status = 500
     outcome: str | None = None
+    # The connection cannot be trusted to carry another request after this answer.
+    close_connection = False
 
     def __init__(self, reason: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(reason)
@@ -23,6 +25,19 @@ class BadRequest(GatewayError):
     """The request cannot be read without ambiguity."""
 
     status = 400
+
+
+class BadRequestBody(BadRequest):
+    """The request body broke off or was malformed while it was being relayed."""
+
+    close_connection = True
+
+
+class VersionNotSupported(GatewayError):
+    """Anything but HTTP/1.0 and HTTP/1.1 (an HTTP/2.0 or HTTP/0.9 request line)."""
+
+    status = 505
+    close_connection = True
 
 
 class HeadersTooLarge(GatewayError):

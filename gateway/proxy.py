@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import BadRequestBody, UpstreamTimeout, UpstreamUnreachable
 from gateway.forwarded import HOP_BY_HOP, Headers
 from gateway.metrics import Metrics
 
@@ -78,14 +78,15 @@ class Relay:
             self._metrics.upstream_errors.labels("timeout").inc()
             raise UpstreamTimeout("the application did not answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
+            log.warning("upstream unreachable", error=type(exc).__name__)
             self._metrics.upstream_errors.labels("unreachable").inc()
-            raise UpstreamUnreachable(
-                f"the application could not be reached ({type(exc).__name__})"
-            ) from None
+            raise UpstreamUnreachable("the application could not be reached") from None
 
-    def target(self, path: str, query: str) -> URL:
+    def target(self, path: str, query: str | None) -> URL:
         # Built from strings already normalized and checked: encoded=True keeps them byte for byte.
-        return URL(f"{self._base}{path}?{query}" if query else f"{self._base}{path}", encoded=True)
+        return URL(
+            f"{self._base}{path}" if query is None else f"{self._base}{path}?{query}", encoded=True
+        )
 
     async def http(
         self,
@@ -93,44 +94,67 @@ class Relay:
         url: URL,
         headers: Headers,
         adjust: Callable[[CIMultiDict[str]], None] | None = None,
+        close_after: bool = False,
     ) -> web.StreamResponse:
         """Relay one exchange; failures before the first byte raise, for a clean answer."""
         body = request.content if request.body_exists else None
         if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
             # Only now, after auth, is the client told to send its body.
             await request.writer.write(CONTINUE)
-        async with self._connecting():
-            upstream = await self._session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
+        try:
+            async with self._connecting():
+                upstream = await self._session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                )
+        except UpstreamUnreachable:
+            if body is not None and body.exception() is not None:
+                raise BadRequestBody("the request body is malformed") from None
+            raise
         try:
             out_headers = response_headers(upstream.headers)
             if adjust is not None:
                 adjust(out_headers)
             response = RelayResponse(upstream.status, upstream.reason, out_headers)
+            if close_after:
+                response.force_close()
             await response.prepare(request)
+            await self._stream_body(request, upstream, response)
+            return response
+        finally:
+            upstream.release()
+
+    async def _stream_body(
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, response: RelayResponse
+    ) -> None:
+        """Copy the body as it arrives. Either side breaking off ends the exchange quietly; the
+        response is then returned unfinished and aiohttp closes the connection."""
+        chunks = upstream.content.iter_any().__aiter__()
+        while True:
             try:
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                # The frontend broke off: end the client's connection rather than finish the
-                # body, so a truncated download is never seen as complete.
+                # The frontend broke off: abort the client's connection rather than finish the
+                # body (no final chunk), so a truncated download is never seen as complete.
                 log.warning("upstream body cut", error=type(exc).__name__)
                 self._metrics.upstream_errors.labels("cut").inc()
                 if request.transport is not None:
                     request.transport.abort()
-                raise ConnectionResetError("upstream body cut") from None
-            await response.write_eof()
-            return response
-        finally:
-            upstream.release()
+                return
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                log.debug("client went away mid-body")
+                return
+        await response.write_eof()
 
     async def websocket(
         self,
         request: web.BaseRequest,
         url: URL,
         headers: Headers,
-        registry: set[web.WebSocketResponse],
+        registry: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse],
     ) -> web.StreamResponse:
         """Proxy a WebSocket: frames, pings and close codes pass through unchanged."""
         protocols = [
@@ -165,12 +189,11 @@ class Relay:
         try:
             await client.prepare(request)
             # Registered so a graceful shutdown can close it with 1001.
-            registry.add(client)
+            registry[client] = upstream
             self._metrics.websockets.inc()
             await _pump_both(client, upstream)
         finally:
-            if client in registry:
-                registry.discard(client)
+            if registry.pop(client, None) is not None:
                 self._metrics.websockets.dec()
             await upstream.close()
         return client
@@ -194,9 +217,16 @@ async def _pump(source: WebSocket, sink: WebSocket) -> None:
         elif kind is WSMsgType.CLOSE:
             code = _UNSENDABLE_CLOSE_CODES.get(message.data, message.data)
             await sink.close(code=code, message=(message.extra or "").encode())
+            # The source's close is answered with its own code, as endpoints echo it (aiohttp
+            # does not hand back the sink's reply when a receive is pending on it).
+            await source.close(code=code)
+            return
+        elif kind is WSMsgType.CLOSING:
+            # Our own close() of this socket (from the other direction or a shutdown) is under
+            # way; that close reads the reply itself.
             return
         else:
-            # CLOSING, CLOSED or ERROR: the source is gone without a close frame to pass on.
+            # CLOSED or ERROR: the source is gone without a close frame to pass on.
             await sink.close(code=1011 if kind is WSMsgType.ERROR else 1001)
             return
 

@@ -89,7 +89,7 @@ class Router:
                 for r in config.routes
             )
 
-    def resolve(self, path: str, query: str) -> tuple[Relay, URL]:
+    def resolve(self, path: str, query: str | None) -> tuple[Relay, URL]:
         if self._routes is not None:
             found = self._routes.lookup_prefix(path)
             if found is not None:

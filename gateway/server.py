@@ -9,18 +9,25 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
-from multidict import CIMultiDict
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import pages
 from gateway.admin import RevokeRefused, build_admin_app
 from gateway.auth import AuthClient, Outcome, Verdict
 from gateway.config import GatewayConfig
-from gateway.cookies import find_session
-from gateway.errors import AuthUnavailable, BadRequest, GatewayError, HeadersTooLarge
+from gateway.cookies import find_session, mentions
+from gateway.errors import (
+    AuthUnavailable,
+    BadRequest,
+    GatewayError,
+    HeadersTooLarge,
+    VersionNotSupported,
+)
 from gateway.forwarded import HeaderPolicy, request_id_from
 from gateway.logs import REQUEST_INFO_KEY, AccessLogger, RequestInfo, bind_secrets
 from gateway.metrics import Metrics
@@ -37,6 +44,7 @@ MAX_REQUEST_LINE_BYTES = 16384
 TOTAL_HEADER_FACTOR = 4
 MAX_HEADER_COUNT = 128
 LISTEN_BACKLOG = 1024
+SUPPORTED_VERSIONS = (HttpVersion10, HttpVersion11)
 NO_STORE = ("Cache-Control", "no-store")
 VARY_COOKIE = ("Vary", "Cookie")
 
@@ -83,18 +91,43 @@ def _is_websocket(request: web.BaseRequest) -> bool:
 
 
 def _check_header_sizes(request: web.BaseRequest, limit: int) -> None:
+    """One line (`Name: value`) may be `limit` bytes, all of them together four times that.
+
+    Checked here rather than by aiohttp's parser, which counts a name together with the previous
+    header's name and a value on its own, so it both refuses legal lines and admits long ones.
+    """
     total = 0
     for name, value in request.raw_headers:
-        total += len(name) + len(value) + 4
+        line = len(name) + 2 + len(value)
+        if line > limit:
+            raise HeadersTooLarge("a request header is too large")
+        total += line + 2
     if total > limit * TOTAL_HEADER_FACTOR:
         raise HeadersTooLarge("the request headers are too large together")
+
+
+def _secrets(headers: CIMultiDictProxy[str], session_values: list[str]) -> tuple[str, ...]:
+    """Values no log line may show: session cookies, and credentials with and without scheme."""
+    values = [v for v in session_values if v]
+    for name in ("Authorization", "Proxy-Authorization"):
+        for credential in headers.getall(name, ()):
+            values.append(credential)
+            _, _, token = credential.strip().partition(" ")
+            if token.strip():
+                values.append(token.strip())
+    return tuple(values)
 
 
 def _private_cache(headers: CIMultiDict[str]) -> None:
     """A page that depends on the session must never be stored by a shared cache."""
     directives = header_tokens(headers.getall("Cache-Control", ()))
     if not directives & {"no-store", "private"}:
-        kept = [d for d in headers.getall("Cache-Control", ()) if d.strip().lower() != "public"]
+        kept = [
+            token.strip()
+            for value in headers.getall("Cache-Control", ())
+            for token in value.split(",")
+            if token.strip() and token.strip().lower() != "public"
+        ]
         headers.popall("Cache-Control", None)
         headers["Cache-Control"] = ", ".join(["private", *kept])
     vary = header_tokens(headers.getall("Vary", ()))
@@ -134,7 +167,8 @@ class Gateway:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.websockets: set[web.WebSocketResponse] = set()
+        # Relayed WebSockets (client side -> upstream side), closed with 1001 on shutdown.
+        self.websockets: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse] = {}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rt = self.runtime
@@ -147,20 +181,22 @@ class Gateway:
         )
         request[REQUEST_INFO_KEY] = info
         try:
+            if request.version not in SUPPORTED_VERSIONS:
+                raise VersionNotSupported("only HTTP/1.0 and HTTP/1.1 are served")
             _check_header_sizes(request, rt.config.max_header_bytes)
             try:
-                raw_path, query = split_target(request.raw_path)
+                raw_path, raw_query = split_target(request.raw_path)
                 path = normalize_path(raw_path)
             except PathError as exc:
                 raise BadRequest(str(exc)) from None
-            info.path, info.query = path, query
-            session = find_session(headers.getall("Cookie", ()), rt.config.auth.cookie)
-            info.secrets = tuple(
-                s
-                for s in (session, headers.get("Authorization"), headers.get("Proxy-Authorization"))
-                if s
-            )
+            # An empty query ("/x?") is still forwarded as it came; None means no "?" at all.
+            query = raw_query if "?" in request.raw_path else None
+            info.path, info.query = path, raw_query
+            cookies = headers.getall("Cookie", ())
+            # Registered before anything can refuse the request, so no line logs them.
+            info.secrets = _secrets(headers, mentions(cookies, rt.config.auth.cookie))
             bind_secrets(info.secrets)
+            session = find_session(cookies, rt.config.auth.cookie)
             rule = rt.rules.lookup(path) or PUBLIC_RULE
             verdict = await self._decide(rule, session, forwarding.client_ip, info)
             if rule.access is Access.PROTECT:
@@ -180,14 +216,20 @@ class Gateway:
             if websocket:
                 return await relay.websocket(request, url, upstream_headers, self.websockets)
             adjust = _response_adjuster(rule.access is not Access.PUBLIC, verdict.set_cookies)
-            response = await relay.http(request, url, upstream_headers, adjust)
+            # aiohttp stops parsing a connection after an upgrade it does not carry out (h2c):
+            # close it after this answer rather than leave pipelined bytes unanswered.
+            close_after = "Upgrade" in headers
+            response = await relay.http(request, url, upstream_headers, adjust, close_after)
             info.upstream_status = response.status
             return response
         except GatewayError as exc:
             if exc.outcome is not None:
                 info.auth = exc.outcome
             info.error = exc.reason
-            return error_response(request, exc.status, exc.reason, info.request_id, exc.headers)
+            response = error_response(request, exc.status, exc.reason, info.request_id, exc.headers)
+            if exc.close_connection or "Upgrade" in headers:
+                response.force_close()
+            return response
 
     async def _decide(
         self, rule: Rule, session: str | None, client_ip: str, info: RequestInfo
@@ -213,11 +255,18 @@ class Gateway:
         return verdict
 
     def _deny(
-        self, request: web.BaseRequest, path: str, query: str, set_cookies: tuple[str, ...]
+        self,
+        request: web.BaseRequest,
+        path: str,
+        query: str | None,
+        set_cookies: tuple[str, ...],
     ) -> web.StreamResponse:
         rt = self.runtime
         headers = request.headers
-        if pages.wants_json(headers.get("Accept"), headers.get("X-Requested-With")):
+        # A WebSocket handshake cannot follow a redirect: it gets 401 like any non-page request.
+        if _is_websocket(request) or pages.wants_json(
+            headers.get("Accept"), headers.get("X-Requested-With")
+        ):
             body, content_type = pages.error_body(
                 401,
                 "Sign-in required",
@@ -225,32 +274,39 @@ class Gateway:
                 request[REQUEST_INFO_KEY].request_id,
                 json_body=True,
             )
-            response = web.Response(status=401, body=body, content_type=None)
+            response = OwnResponse(status=401, body=body)
             response.headers["Content-Type"] = content_type
             response.headers["WWW-Authenticate"] = f'Cookie realm="{rt.config.auth.cookie}"'
         else:
-            target = path + ("?" + query if query else "")
+            target = path + (f"?{query}" if query else "")
             separator = "&" if rt.login_query else ""
             location = f"{rt.login_path}?{rt.login_query}{separator}next={quote(target, safe='')}"
-            response = web.Response(status=302, headers={"Location": location})
-        response.headers.extend((NO_STORE, VARY_COOKIE))
+            response = OwnResponse(status=302, headers={"Location": location})
+        request_id = request[REQUEST_INFO_KEY].request_id
+        response.headers.extend((NO_STORE, VARY_COOKIE, ("X-Request-ID", request_id)))
         for cookie in set_cookies:
             response.headers.add("Set-Cookie", cookie)
         return response
 
     def _forbid(self, request: web.BaseRequest, field: str, request_id: str) -> web.Response:
         # A signed-in user who fails a rule is refused, never sent to sign in again (that loops).
-        response = error_response(
+        return error_response(
             request, 403, f"this page requires a different account ({field})", request_id
         )
-        response.headers.add(*VARY_COOKIE)
-        return response
 
 
 ANONYMOUS_PUBLIC = Verdict(Outcome.PUBLIC, None)
 ANONYMOUS = Verdict(Outcome.ANONYMOUS, None)
 NO_SESSION = Verdict(Outcome.DENIED, None)
 DEGRADED = Verdict(Outcome.DEGRADED, None)
+
+
+class OwnResponse(web.Response):
+    """An answer the gateway writes itself: no Server header naming the software and version."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self._headers.popall("Server", None)
 
 
 def error_response(
@@ -269,9 +325,10 @@ def error_response(
     body, content_type = pages.error_body(
         status, title, f"{sentence}. {advice}", request_id, json_body=as_json
     )
-    response = web.Response(status=status, body=body)
+    response = OwnResponse(status=status, body=body)
     response.headers["Content-Type"] = content_type
-    response.headers.extend((NO_STORE, ("X-Request-ID", request_id), *extra_headers))
+    # Whether the gateway answers itself can depend on the cookie: no cache may reuse it.
+    response.headers.extend((NO_STORE, VARY_COOKIE, ("X-Request-ID", request_id), *extra_headers))
     return response
 
 
@@ -282,6 +339,18 @@ class ProtocolHandler(RequestHandler):
     body and its log; here it is 431 (414 for the request line) with a fixed reason, quoting
     nothing.
     """
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        request = self._current_request
+        if request is None or not any(
+            isinstance(message, _ErrInfo) for message, _ in list(self._messages)[queued:]
+        ):
+            return
+        # The request in flight has a malformed body (a bad chunk): aiohttp only queues an error
+        # for later, so fail the body stream now and the relay ends instead of waiting on it.
+        request.content.set_exception(BadHttpMessage("malformed request body"))
 
     def handle_error(
         self,
@@ -340,8 +409,9 @@ class GatewayServer(web.Server):
 
 def protocol_settings(config: GatewayConfig, metrics: Metrics) -> dict[str, Any]:
     """Parser limits and logging for the client-facing listener."""
-    # aiohttp counts a header's name and value; the configured limit is the whole line.
-    field_limit = config.max_header_bytes - 2
+    # The parser's own limit is only a memory guard (lines are checked in _check_header_sizes):
+    # it must never refuse a line the configured limit allows.
+    field_limit = config.max_header_bytes * TOTAL_HEADER_FACTOR
     observed = type(
         "ObservedAccessLogger", (AccessLogger,), {"observer": staticmethod(metrics.observe_request)}
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
@@ -15,7 +14,7 @@ from yarl import URL
 
 from gateway.admin import build_control_app
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.logs import configure_logging
+from gateway.logs import REDACTED, configure_logging
 from gateway.server import RunningGateway, Runtime, start_gateway
 
 log = structlog.get_logger("gateway.service")
@@ -37,6 +36,12 @@ def effective_config(config: GatewayConfig) -> dict[str, Any]:
     data = config.model_dump(by_alias=True)
     data["upstream"] = _redact_url(config.upstream)
     data["auth"]["validate_url"] = _redact_url(config.auth.validate_url)
+    # Logged as cookie_name: a field called "cookie" is blanked by the log redaction.
+    data["auth"]["cookie_name"] = data["auth"].pop("cookie")
+    if config.admin_token is not None:
+        data["admin_token"] = REDACTED
+    if config.auth.cache.secret is not None:
+        data["auth"]["cache"]["secret"] = REDACTED
     return data
 
 
@@ -120,9 +125,12 @@ class Service:
         gateway = self.running.gateway
         for site in list(self.running.runner.sites):
             await site.stop()
-        for ws in list(gateway.websockets):
-            with contextlib.suppress(Exception):
-                await ws.close(code=SHUTDOWN_CLOSE_CODE, message=b"gateway shutting down")
+        closing = [
+            side.close(code=SHUTDOWN_CLOSE_CODE, message=b"gateway shutting down")
+            for pair in list(gateway.websockets.items())
+            for side in pair
+        ]
+        await asyncio.gather(*closing, return_exceptions=True)
         await self.running.close()
         log.info("stopped")
 

@@ -1,0 +1,231 @@
+"""Attack class 7, caching: nothing that depends on the session may be stored by a shared cache.
+
+Every answer whose content depends on the session cookie carries Cache-Control: no-store or private
+(and no `public`) and Vary: Cookie: the login redirect, the 401 JSON, the gateway's own errors on a
+protected path, and every relayed protected page, whatever caching the frontend asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tests import rawhttp
+from tests.backends import RawUpstream
+from tests.conftest import GOOD, GatewayFactory, Gw
+from tests.process import free_port
+
+HOST = "gateway.test"
+
+
+def tokens(response: rawhttp.RawResponse, name: str) -> set[str]:
+    """Lower-cased directives of a list-valued header, over all its lines."""
+    return {t.strip().lower() for v in response.all(name) for t in v.split(",") if t.strip()}
+
+
+def directives(response: rawhttp.RawResponse) -> set[str]:
+    """Cache-Control directive names, without their arguments."""
+    return {d.split("=", 1)[0].strip() for d in tokens(response, "Cache-Control")}
+
+
+def assert_private(response: rawhttp.RawResponse) -> None:
+    """Not storable by a shared cache, and keyed on the cookie by any cache that does store."""
+    assert directives(response) & {"no-store", "private"}, response.raw_head
+    vary = tokens(response, "Vary")
+    assert vary & {"cookie", "*"}, response.raw_head
+
+
+async def get(gw: Gw, target: str, *headers: str) -> rawhttp.RawResponse:
+    return await rawhttp.exchange(gw.port, rawhttp.get(target, *headers, host=HOST))
+
+
+Scenario = Callable[[GatewayFactory], Awaitable[rawhttp.RawResponse]]
+
+
+async def login_redirect(factory: GatewayFactory) -> rawhttp.RawResponse:
+    response = await get(await factory(), "/dashboard", "Accept: text/html")
+    assert response.status == 302
+    return response
+
+
+async def login_redirect_denied_session(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/dashboard", "Accept: text/html", "Cookie: session=nope-123456")
+    assert response.status == 302
+    return response
+
+
+async def json_401(factory: GatewayFactory) -> rawhttp.RawResponse:
+    response = await get(await factory(), "/settings", "Accept: application/json")
+    assert response.status == 401
+    return response
+
+
+async def json_401_denied_session(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/settings", "Accept: application/json", "Cookie: session=api-403")
+    assert response.status == 401
+    return response
+
+
+async def auth_api_500(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/dashboard", "Accept: text/html", "Cookie: session=api-500")
+    assert response.status == 503
+    return response
+
+
+async def auth_api_500_json(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/dashboard", "Accept: application/json", "Cookie: session=api-500")
+    assert response.status == 503
+    return response
+
+
+async def auth_api_not_json(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/dashboard", "Cookie: session=api-nonjson")
+    assert response.status == 503
+    return response
+
+
+async def auth_api_refused(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory(auth=f"http://127.0.0.1:{free_port()}")
+    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
+    assert response.status == 503
+    return response
+
+
+async def duplicate_session_400(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}; session=x")
+    assert response.status == 400
+    return response
+
+
+async def frontend_down_502(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory(upstream=f"http://127.0.0.1:{free_port()}")
+    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
+    assert response.status == 502
+    return response
+
+
+async def relayed_protected_page(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
+    assert response.status == 200
+    return response
+
+
+async def relayed_protected_page_from_auth_cache(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    await get(gw, "/profile", f"Cookie: session={GOOD}")
+    response = await get(gw, "/profile", f"Cookie: session={GOOD}")
+    assert response.status == 200
+    assert len(gw.api.calls) == 1
+    return response
+
+
+async def relayed_frontend_redirect(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory(protect=["/dashboard", "/redirect"])
+    response = await get(gw, "/redirect", f"Cookie: session={GOOD}")
+    assert response.status == 302
+    return response
+
+
+async def relayed_empty_identity_page(factory: GatewayFactory) -> rawhttp.RawResponse:
+    gw = await factory()
+    response = await get(gw, "/admin", "Cookie: session=api-empty-object")
+    assert response.status == 200
+    return response
+
+
+SESSION_DEPENDENT: dict[str, Scenario] = {
+    "302-login-no-cookie": login_redirect,
+    "302-login-denied-session": login_redirect_denied_session,
+    "401-json-no-cookie": json_401,
+    "401-json-denied-session": json_401_denied_session,
+    "503-auth-api-500": auth_api_500,
+    "503-auth-api-500-json": auth_api_500_json,
+    "503-auth-api-not-json": auth_api_not_json,
+    "503-auth-api-refused": auth_api_refused,
+    "400-duplicate-session-cookie": duplicate_session_400,
+    "502-protected-frontend-down": frontend_down_502,
+    "200-relayed-protected-page": relayed_protected_page,
+    "200-relayed-protected-page-auth-cache-hit": relayed_protected_page_from_auth_cache,
+    "302-relayed-frontend-redirect": relayed_frontend_redirect,
+    "200-relayed-page-session-without-fields": relayed_empty_identity_page,
+}
+
+
+@pytest.mark.parametrize("scenario", SESSION_DEPENDENT.values(), ids=SESSION_DEPENDENT.keys())
+async def test_session_dependent_answer_is_private_and_varies_on_cookie(
+    gateway_factory: GatewayFactory, scenario: Scenario
+) -> None:
+    """Every answer that depends on the session carries no-store/private and Vary: Cookie."""
+    response = await scenario(gateway_factory)
+    assert_private(response)
+    assert "public" not in directives(response), response.raw_head
+
+
+def page(*headers: str, status: str = "200 OK", body: bytes = b"secret page") -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers, f"Content-Length: {len(body)}", "", ""]
+    return "\r\n".join(lines).encode() + body
+
+
+# What the frontend says about caching a protected page; the gateway must make each private.
+FRONTEND_CACHING: dict[str, bytes] = {
+    "public-max-age": page("Cache-Control: public, max-age=600"),
+    "public-max-age-split-lines": page("Cache-Control: public", "Cache-Control: max-age=600"),
+    "public-upper-case": page("Cache-Control: PUBLIC, MAX-AGE=600"),
+    "max-age-public-order": page("Cache-Control: max-age=600, public"),
+    "public-s-maxage": page("Cache-Control: public, s-maxage=3600, max-age=600"),
+    "s-maxage-only": page("Cache-Control: s-maxage=3600"),
+    "max-age-only": page("Cache-Control: max-age=600"),
+    "immutable": page("Cache-Control: public, max-age=31536000, immutable"),
+    "no-cache-control": page(),
+    "expires-only": page("Expires: Thu, 01 Jan 2099 00:00:00 GMT"),
+    "last-modified-only": page("Last-Modified: Thu, 01 Jan 2015 00:00:00 GMT"),
+    "no-cache": page("Cache-Control: no-cache"),
+    "already-private": page("Cache-Control: private, max-age=60"),
+    "already-no-store": page("Cache-Control: no-store"),
+    "vary-accept-encoding": page("Cache-Control: public, max-age=600", "Vary: Accept-Encoding"),
+    "vary-two-lines": page("Vary: Accept-Encoding", "Vary: Accept-Language"),
+    "vary-star": page("Cache-Control: public, max-age=600", "Vary: *"),
+    "vary-cookie-already": page("Vary: Cookie", "Cache-Control: max-age=600"),
+    "redirect-public": page(
+        "Location: /elsewhere", "Cache-Control: public, max-age=600", status="301 Moved"
+    ),
+    "not-found-public": page("Cache-Control: public, max-age=600", status="404 Not Found"),
+    "server-error-public": page("Cache-Control: public", status="500 Internal Server Error"),
+    "chunked-public": (
+        b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=600\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n6\r\nsecret\r\n0\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", FRONTEND_CACHING.values(), ids=FRONTEND_CACHING.keys())
+async def test_relayed_protected_page_is_private_whatever_the_frontend_says(
+    gateway_factory: GatewayFactory, raw_upstream: tuple[RawUpstream, int], answer: bytes
+) -> None:
+    """A protected page is never relayed as publicly cacheable, even when the frontend says so."""
+    upstream, port = raw_upstream
+    upstream.response = answer
+    gw = await gateway_factory(upstream=f"http://127.0.0.1:{port}")
+    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
+    assert response.status == int(answer.split(b" ")[1]), response.raw_head
+    assert_private(response)
+
+
+@pytest.mark.parametrize("answer", FRONTEND_CACHING.values(), ids=FRONTEND_CACHING.keys())
+async def test_relayed_protected_page_loses_public(
+    gateway_factory: GatewayFactory, raw_upstream: tuple[RawUpstream, int], answer: bytes
+) -> None:
+    """The frontend's `public` is removed from a protected page, not left beside `private`."""
+    upstream, port = raw_upstream
+    upstream.response = answer
+    gw = await gateway_factory(upstream=f"http://127.0.0.1:{port}")
+    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
+    assert "public" not in directives(response), response.raw_head
