@@ -12,6 +12,7 @@ import re
 import string
 from collections.abc import Iterable
 from typing import ClassVar, Generic, TypeVar
+from urllib.parse import unquote
 
 __all__ = ["PathError", "PrefixTable", "match_key", "normalize_path", "split_target"]
 
@@ -138,6 +139,8 @@ def normalize_path(raw_path: str) -> str:
     decoded = _ESCAPE.sub(_decode_escape, raw_path) if "%" in raw_path else raw_path
     if _DOUBLE_ENCODING.search(decoded) is not None:
         raise PathError("double percent-encoding in path")
+    if "%" in decoded and _folds_to_ascii(decoded):
+        raise PathError("encoded character that case-folds to ASCII in path")
 
     segments = decoded[1:].split("/")
     last = len(segments) - 1
@@ -156,6 +159,17 @@ def normalize_path(raw_path: str) -> str:
         if index == last:
             kept.append("")
     return "/" + "/".join(kept)
+
+
+def _folds_to_ascii(decoded: str) -> bool:
+    """True when a percent-encoded UTF-8 character lower- or case-folds to an ASCII letter (the
+    Kelvin sign folds to 'k', the long s to 's'): a Unicode-lowercasing frontend would read a
+    route the gateway's ASCII comparison does not."""
+    text = unquote(decoded, errors="replace")
+    return any(
+        not char.isascii() and any(f.isascii() for f in char.lower() + char.casefold())
+        for char in text
+    )
 
 
 def match_key(normalized_path: str) -> str:

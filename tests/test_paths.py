@@ -87,6 +87,8 @@ def test_normal_paths_are_fixed_points(normal: str) -> None:
 
 
 REJECTED = [
+    ("/%E2%84%AAiosk", "case-folds to ASCII"),
+    ("/dashboard/%C5%BFettings", "case-folds to ASCII"),
     ("", "does not start with '/'"),
     ("dashboard", "does not start with '/'"),
     ("*", "does not start with '/'"),
