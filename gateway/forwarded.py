@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -78,7 +78,7 @@ def request_id_from(value: str | None) -> str:
     """Keep a client's X-Request-ID when it is safe to echo and log, else make one."""
     if value is not None and _REQUEST_ID.match(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def _header_key(name: str) -> str:
@@ -86,6 +86,7 @@ def _header_key(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+@functools.lru_cache(maxsize=4096)
 def _clean_ip(text: str) -> str:
     address = ipaddress.ip_address(text.strip().strip("[]"))
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

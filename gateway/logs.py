@@ -6,6 +6,7 @@ Redaction is a processor every line passes through, the gateway's own and the st
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import sys
@@ -150,6 +151,58 @@ def configure_logging(
         logging.getLogger(name).setLevel(numeric)
     # aiohttp's access logger is replaced by AccessLogger below; silence any stray use of it.
     logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL + 1)
+    global _access_sink
+    _access_sink = (
+        _AccessSink(out, Redactor(cookie_name))
+        if fmt == "json" and numeric <= logging.INFO
+        else None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _AccessSink:
+    """Where the JSON access line goes when it can skip structlog's general chain."""
+
+    stream: TextIO
+    redactor: Redactor
+
+
+# Set by configure_logging; None means the access line goes through structlog (console format,
+# or a level above info where it is dropped there).
+_access_sink: _AccessSink | None = None
+
+
+def _write_access_line(
+    sink: _AccessSink, method: str, status: int, seconds: float, info: RequestInfo
+) -> None:
+    """The per-request JSON line, built directly: the same fields and redaction as the structlog
+    chain at a tenth of its cost, since it is paid on every request. Only the fields that can
+    carry client text (path, query, error) need scrubbing; the others are validated values."""
+    scrub = sink.redactor.scrub
+    secrets = info.secrets
+    line = orjson.dumps(
+        {
+            "method": method,
+            "path": scrub(info.path, secrets),
+            "query": scrub(info.query, secrets),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "client_ip": info.client_ip,
+            "request_id": info.request_id,
+            "auth": info.auth,
+            "upstream_status": info.upstream_status,
+            "error": None if info.error is None else scrub(info.error, secrets),
+            "event": "request",
+            "level": "info",
+            "timestamp": _timestamp(),
+        }
+    )
+    sink.stream.write(line.decode() + "\n")
+    sink.stream.flush()
+
+
+def _timestamp() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 RequestObserver = Callable[[int, "RequestInfo | None", float], None]
@@ -182,6 +235,10 @@ class AccessLogger(AbstractAccessLogger):
                 client_ip=request.remote,
                 auth="none",
             )
+            return
+        sink = _access_sink
+        if sink is not None:
+            _write_access_line(sink, request.method, response.status, time, info)
             return
         token = _request_secrets.set(info.secrets)
         try:

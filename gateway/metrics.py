@@ -90,13 +90,20 @@ class Metrics:
         )
         self._cache_hit = self.cache.labels("hit")
         self._cache_miss = self.cache.labels("miss")
+        # labels() takes a lock and builds a key on every call; the children are few and fixed.
+        self._request_children: dict[tuple[int, str], Counter] = {}
 
     def cache_lookup(self, hit: bool) -> None:
         (self._cache_hit if hit else self._cache_miss).inc()
 
     def observe_request(self, status: int, info: RequestInfo | None, seconds: float) -> None:
         auth = info.auth if info is not None else "none"
-        self.requests.labels(f"{status // 100}xx", auth).inc()
+        key = (status // 100, auth)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(f"{status // 100}xx", auth)
+            self._request_children[key] = child
+        child.inc()
         self.latency.observe(seconds)
 
     def exposition(self) -> bytes:

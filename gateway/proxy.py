@@ -23,6 +23,8 @@ from gateway.metrics import Metrics
 log = structlog.get_logger("gateway.proxy")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Bodies up to this size (by Content-Length) are relayed in one piece; larger ones are streamed.
+SMALL_BODY_BYTES = 64 * 1024
 # Close codes that describe a connection's end but must never be sent in a close frame.
 _UNSENDABLE_CLOSE_CODES = {1005: 1000, 1006: 1011, 1015: 1011}
 # A WebSocket message bigger than this is refused rather than buffered (both sides).
@@ -117,6 +119,20 @@ class Relay:
             response = RelayResponse(upstream.status, upstream.reason, out_headers)
             if close_after:
                 response.force_close()
+            length = upstream.content_length
+            if length is not None and length <= SMALL_BODY_BYTES:
+                # Known small: read it whole, so a frontend that breaks off still gets a clean
+                # 502, and the answer goes out in one write.
+                try:
+                    payload = await upstream.read()
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    self._metrics.upstream_errors.labels("cut").inc()
+                    raise UpstreamUnreachable(
+                        f"the application broke off its answer ({type(exc).__name__})"
+                    ) from None
+                await response.prepare(request)
+                await response.write_eof(payload)
+                return response
             await response.prepare(request)
             await self._stream_body(request, upstream, response)
             return response
@@ -126,8 +142,9 @@ class Relay:
     async def _stream_body(
         self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, response: RelayResponse
     ) -> None:
-        """Copy the body as it arrives. Either side breaking off ends the exchange quietly; the
-        response is then returned unfinished and aiohttp closes the connection."""
+        """Copy the body as it arrives. If the frontend breaks off, the client's connection is
+        aborted and the unfinished response returned; a client that goes away raises
+        ConnectionError, which the protocol handler logs as 499."""
         chunks = upstream.content.iter_any().__aiter__()
         while True:
             try:
@@ -142,11 +159,7 @@ class Relay:
                 if request.transport is not None:
                     request.transport.abort()
                 return
-            try:
-                await response.write(chunk)
-            except ConnectionError:
-                log.debug("client went away mid-body")
-                return
+            await response.write(chunk)
         await response.write_eof()
 
     async def websocket(

@@ -45,6 +45,7 @@ TOTAL_HEADER_FACTOR = 4
 MAX_HEADER_COUNT = 128
 LISTEN_BACKLOG = 1024
 SUPPORTED_VERSIONS = (HttpVersion10, HttpVersion11)
+CLIENT_CLOSED_REQUEST = 499
 NO_STORE = ("Cache-Control", "no-store")
 VARY_COOKIE = ("Vary", "Cookie")
 
@@ -84,7 +85,8 @@ class Runtime:
 def _is_websocket(request: web.BaseRequest) -> bool:
     headers = request.headers
     return (
-        request.method == "GET"
+        "Upgrade" in headers
+        and request.method == "GET"
         and "websocket" in header_tokens(headers.getall("Upgrade", ()))
         and "upgrade" in header_tokens(headers.getall("Connection", ()))
     )
@@ -315,7 +317,7 @@ def error_response(
     reason: str,
     request_id: str,
     extra_headers: tuple[tuple[str, str], ...] = (),
-) -> web.Response:
+) -> OwnResponse:
     """The gateway's own answer: an HTML page for a browser, JSON for everything else."""
     title, advice = pages.STATUS_TEXT.get(status, ("Error", "Try again later."))
     as_json = pages.wants_json(
@@ -360,6 +362,11 @@ class ProtocolHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         reason = "the request could not be read"
+        if isinstance(exc, ConnectionError):
+            # The client went away mid-answer: nothing can be sent; logged as nginx does (499).
+            response = OwnResponse(status=CLIENT_CLOSED_REQUEST)
+            response.force_close()
+            return response
         if isinstance(exc, LineTooLong):
             limit = exc.args[1] if len(exc.args) > 1 else None
             if limit == self.max_field_size:
