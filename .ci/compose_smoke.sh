@@ -8,14 +8,20 @@
 # 2. checks the image (non-root user, healthcheck, size) and the gateway's /readyz,
 # 3. drives the sign-in flow through the published port (tests/compose_flow.py),
 # 4. checks that the gateway logs JSON, starting with a "gateway started" line,
-# 5. stops the gateway with SIGTERM and checks it exits 0,
-# and always takes the stack down again. Exits non-zero if any step failed.
+# 5. stops the gateway with SIGTERM and checks it exits 0, and takes the stack down;
+# then the `scale` profile (Redis, two gateway replicas, HAProxy in front; SCALE_PORT, else 8090):
+# 6. brings it up healthy, checks that every replica reaches Redis (/readyz),
+# 7. drives the same sign-in flow through the load balancer,
+# 8. checks across replicas: a session validated by one is a Redis hit on the other, and a session
+#    revoked on one replica's admin port is refused by all of them;
+# and always takes the stacks down again. Exits non-zero if any step failed. SKIP_SCALE=1 skips 6-8.
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 SMOKE=${COMPOSE_SMOKE:-$(dirname "$REPO")/shared/containers/compose-smoke.sh}
 STATE=${COMPOSE_SMOKE_STATE:-/var/tmp/compose-smoke}
 PROJECT=${COMPOSE_SMOKE_PROJECT:-hamrah-gateway-smoke}
+SCALE_PROJECT=${COMPOSE_SMOKE_SCALE_PROJECT:-$PROJECT-scale}
 IMAGE=hamrah-gateway:local
 BASE_IMAGE=python:3.11-slim
 # What the Dockerfile adds to python:3.11-slim. The official python:3.11-slim is about 130 MB
@@ -31,6 +37,7 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 pm() { CONTAINERS_CONF=$STATE/containers.conf podman "$@"; }
 FAILED=0
 STARTED=0
+CURRENT=$PROJECT   # the project the EXIT trap takes down
 
 [[ -f $SMOKE ]] || { echo "[compose_smoke] FAIL: $SMOKE not found (shared/ must sit beside the repository)" >&2; exit 1; }
 command -v "$PYTHON" >/dev/null || { echo "[compose_smoke] FAIL: $PYTHON not found" >&2; exit 1; }
@@ -49,6 +56,15 @@ if [[ -z ${GATEWAY_PORT:-} ]]; then
   fi
 fi
 export GATEWAY_PORT
+# The same for the scale profile's load balancer: SCALE_PORT, else 8090, else any free port.
+if [[ -z ${SCALE_PORT:-} ]]; then
+  SCALE_PORT=8090
+  if ! port_free "$SCALE_PORT" && [[ -z $(pm ps -q --filter "label=com.docker.compose.project=$SCALE_PROJECT" 2>/dev/null) ]]; then
+    SCALE_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')
+    say "port 8090 is taken on this machine; publishing the load balancer on $SCALE_PORT instead"
+  fi
+fi
+export SCALE_PORT
 # The demo stack whatever a local .env says: the flow below needs the demo frontend and API.
 export UPSTREAM_URL=http://frontend:3000
 export AUTH_VALIDATE_URL=http://api:8787/api/auth/sessions/validate
@@ -78,20 +94,31 @@ if [[ $(pm network inspect "${PROJECT}_default" --format '{{.DNSEnabled}}' 2>/de
   say "network ${PROJECT}_default has DNS off; removing the project's leftovers first"
   bash "$SMOKE" --down -p "$PROJECT" . >/dev/null
 fi
+if [[ $(pm network inspect "${SCALE_PROJECT}_default" --format '{{.DNSEnabled}}' 2>/dev/null || true) == false ]]; then
+  say "network ${SCALE_PROJECT}_default has DNS off; removing the project's leftovers first"
+  COMPOSE_PROFILES=scale bash "$SMOKE" --down -p "$SCALE_PROJECT" . >/dev/null
+fi
 
-down() {
-  local rc=$? t
-  trap - EXIT INT TERM
+# Take the current project down (the logs of its containers first, when something failed).
+take_down() {
+  local rc=$1 t
   if [[ $STARTED == 1 ]]; then
     if [[ $FAILED != 0 || $rc != 0 ]]; then
-      for c in $(pm ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$PROJECT" 2>/dev/null); do
+      for c in $(pm ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$CURRENT" 2>/dev/null); do
         echo "---- last 30 log lines of $c ----"; pm logs --tail 30 "$c" 2>&1 || true
       done
     fi
     t=$(date +%s)
-    bash "$SMOKE" --down -p "$PROJECT" . || { echo "[compose_smoke] FAIL: compose-smoke.sh --down failed" >&2; rc=1; }
-    say "down in $(elapsed "$t")"
+    bash "$SMOKE" --down -p "$CURRENT" . || { echo "[compose_smoke] FAIL: compose-smoke.sh --down failed" >&2; return 1; }
+    say "$CURRENT down in $(elapsed "$t")"
+    STARTED=0
   fi
+}
+
+down() {
+  local rc=$?
+  trap - EXIT INT TERM
+  take_down "$rc" || rc=1
   [[ $FAILED == 0 ]] || rc=1
   if [[ $rc == 0 ]]; then say "PASS in $(elapsed "$T0")"; else say "FAILED after $(elapsed "$T0")"; fi
   exit "$rc"
@@ -171,3 +198,159 @@ if ! out=$(pm stop --time 15 "$gateway" 2>&1); then fail "podman stop $gateway: 
 code=$(pm inspect "$gateway" --format '{{.State.ExitCode}}')
 if [[ $code == 0 ]]; then say "gateway stopped on SIGTERM with exit 0 in $(elapsed "$t")"
 else fail "gateway exited $code on SIGTERM (expected 0)"; fi
+
+take_down 0 || FAILED=1
+[[ ${SKIP_SCALE:-0} == 1 ]] && { say "SKIP_SCALE=1: the scale profile is not run"; exit 0; }
+
+# ---- 6. the scale profile: build + up + healthy
+# COMPOSE_PROFILES (not --profile, which compose-smoke.sh does not pass on) selects the profile,
+# for `up` and for `--down` alike.
+export COMPOSE_PROFILES=scale
+CURRENT=$SCALE_PROJECT
+say "compose up, profile scale (project $SCALE_PROJECT, load balancer on port $SCALE_PORT) ..."
+t=$(date +%s)
+STARTED=1
+if ! bash "$SMOKE" -p "$SCALE_PROJECT" --timeout 120 .; then
+  fail "compose-smoke.sh: the scale profile did not come up healthy"
+  exit 1
+fi
+say "scale stack up and healthy in $(elapsed "$t")"
+
+mapfile -t replicas < <(pm ps --format '{{.Names}}' --filter "label=com.docker.compose.project=$SCALE_PROJECT" --filter "label=com.docker.compose.service=gateway-scale" | sort)
+(( ${#replicas[@]} >= 2 )) || { fail "expected 2 gateway-scale replicas running, found ${#replicas[@]}"; exit 1; }
+admins=()
+for c in "${replicas[@]}"; do
+  ip=$(pm inspect "$c" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')
+  [[ -n $ip ]] || { fail "no address for $c"; exit 1; }
+  admins+=("http://$ip:9901")
+done
+say "replicas: ${replicas[*]} (admin ${admins[*]})"
+
+# /readyz on every replica, Redis included (the admin ports are reachable from this host).
+for admin in "${admins[@]}"; do
+  if ready=$("$PYTHON" -c '
+import json, sys, urllib.request
+body = json.load(urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=5))
+print(json.dumps(body))
+sys.exit(0 if body["checks"].get("redis") == "ok" and body["status"] == "ready" else 1)
+' "$admin" 2>&1); then say "$admin/readyz: $ready"
+  else fail "$admin/readyz is not ready with Redis: $(tail -n 3 <<<"$ready")"; fi
+done
+
+# ---- 7. the sign-in flow through the load balancer
+t=$(date +%s)
+if "$PYTHON" tests/compose_flow.py "http://127.0.0.1:$SCALE_PORT" --timeout 60; then
+  say "flow through the load balancer passed in $(elapsed "$t")"
+else
+  fail "the sign-in flow through http://127.0.0.1:$SCALE_PORT (the load balancer) failed"
+fi
+
+# ---- 8. across replicas: the shared cache and revocation
+t=$(date +%s)
+admin_token=$(pm exec "${replicas[0]}" printenv GATEWAY_ADMIN_TOKEN)
+if "$PYTHON" - "http://127.0.0.1:$SCALE_PORT" "$admin_token" "${admins[@]}" <<'PY'; then
+"""Through the LB (round robin): one validation serves every replica; a revocation on one ends all."""
+import http.client
+import json
+import re
+import sys
+import time
+import urllib.request
+from http.cookies import SimpleCookie
+from urllib.parse import urlencode, urlsplit
+
+lb, token, admins = urlsplit(sys.argv[1]), sys.argv[2], sys.argv[3:]
+BROWSER = {"Accept": "text/html"}
+
+
+def request(method, path, headers=None, body=None):
+    conn = http.client.HTTPConnection(lb.hostname, lb.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        return response
+    finally:
+        conn.close()
+
+
+def metric(admin, name, labels):
+    text = urllib.request.urlopen(admin + "/metrics", timeout=5).read().decode()
+    pattern = re.compile(r"^" + re.escape(name) + r"\{([^}]*)\} (\S+)$")
+    total = 0.0
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def answered(admin):
+    return sum(metric(admin, "gateway_requests_total", {"auth": a}) for a in ("validated", "cached"))
+
+
+def check(condition, message):
+    if not condition:
+        print(f"scale check: FAIL: {message}")
+        sys.exit(1)
+
+
+# HAProxy puts a replica in rotation once its DNS name resolves and a health check passed: wait
+# until every replica has answered a request through the LB.
+base = [metric(a, "gateway_requests_total", {}) for a in admins]
+deadline = time.monotonic() + 20
+while not all(metric(a, "gateway_requests_total", {}) > b for a, b in zip(admins, base)):
+    check(time.monotonic() < deadline, "not every replica gets requests through the LB")
+    check(request("GET", "/").status == 200, "GET / through the LB failed")
+
+form = urlencode({"email": "grace@example.com", "name": "Grace", "next": "/dashboard"}).encode()
+reply = request("POST", "/login", {**BROWSER, "Content-Type": "application/x-www-form-urlencoded"}, form)
+check(reply.status == 303, f"POST /login answered {reply.status}")
+jar = SimpleCookie()
+for header in reply.headers.get_all("Set-Cookie") or []:
+    jar.load(header)
+check("session" in jar, "POST /login set no session cookie")
+session = jar["session"].value
+cookie = {**BROWSER, "Cookie": f"session={session}"}
+
+calls_before = sum(metric(a, "gateway_auth_calls_total", {"result": "valid"}) for a in admins)
+served_before = [answered(a) for a in admins]
+statuses = [request("GET", "/dashboard", cookie).status for _ in range(2 * len(admins))]
+check(statuses == [200] * len(statuses), f"GET /dashboard signed in: {statuses}")
+served = [answered(a) - b for a, b in zip(admins, served_before)]
+calls = sum(metric(a, "gateway_auth_calls_total", {"result": "valid"}) for a in admins) - calls_before
+check(all(n > 0 for n in served), f"not every replica served the session: {served}")
+check(calls == 1, f"{calls:g} validations for one session on {len(admins)} replicas (expected 1)")
+print(f"scale check: ok: {len(statuses)} requests over {len(admins)} replicas {served}, 1 auth API call")
+
+reply = request("GET", "/logout", cookie)
+check(reply.status == 303, f"GET /logout answered {reply.status}")
+# The auth API has ended the session; the replicas still hold it for up to cache_ttl ...
+stale = [request("GET", "/dashboard", cookie).status for _ in range(2 * len(admins))]
+check(stale == [200] * len(stale), f"expected the cached session still served, got {stale}")
+# ... until it is revoked, on one replica only.
+revoke = urllib.request.Request(
+    admins[0] + "/sessions/revoke",
+    data=json.dumps({"session": session}).encode(),
+    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    method="POST",
+)
+result = json.load(urllib.request.urlopen(revoke, timeout=5))
+check(result.get("shared") is True, f"the revocation did not reach Redis: {result}")
+# The other replicas hear of it over Redis pub/sub: within a second, every one refuses it.
+started = time.monotonic()
+while True:
+    after = [request("GET", "/dashboard", cookie).status for _ in range(2 * len(admins))]
+    if after == [302] * len(after):
+        break
+    check(time.monotonic() - started < 1.0, f"1 s after the revocation on one replica: {after}")
+elapsed = time.monotonic() - started
+print(
+    f"scale check: ok: signed out, still served from the caches {stale};"
+    f" revoked on one replica -> {after} within {elapsed * 1000:.0f} ms"
+)
+PY
+  say "cross-replica checks passed in $(elapsed "$t")"
+else
+  fail "the cross-replica checks (shared cache, revocation) through the load balancer failed"
+fi

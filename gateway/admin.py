@@ -134,13 +134,20 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
     return app
 
 
-def build_control_app(backend: AdminBackend) -> web.Application:
-    """A worker's private control channel (a unix socket only its supervisor can reach)."""
+class LocalEvictor(Protocol):
+    """A worker that can drop a session from its own cache."""
+
+    def evict_here(self, session: str | None, digest: str | None) -> dict[str, object]: ...
+
+
+def build_control_app(worker: LocalEvictor) -> web.Application:
+    """A worker's private control channel (a unix socket only its supervisor can reach). It
+    evicts locally only: the supervisor makes the one shared (Redis) revocation itself."""
 
     async def revoke(request: web.Request) -> web.Response:
         try:
             session, digest = await revoke_request(request)
-            result = await backend.revoke(session, digest)
+            result = worker.evict_here(session, digest)
         except RevokeRefused as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)

@@ -521,10 +521,14 @@ def parse_config(
     return config
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Read and validate a config file."""
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file, or a ConfigError saying why it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"(file): cannot read: {exc}"]) from None
-    return parse_config(text, str(path), env)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a config file."""
+    return parse_config(read_config_text(path), str(path), env)

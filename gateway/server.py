@@ -456,18 +456,23 @@ class RunningGateway:
     def exposition(self) -> bytes:
         return self.metrics.exposition()
 
-    async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:
-        """Evict a session here and, through Redis, on every replica."""
+    def evict_here(self, session: str | None, digest: str | None) -> dict[str, object]:
+        """Evict a session from this process only (a worker asked by its supervisor)."""
         auth = self.gateway.runtime.auth
         if digest is None:
             assert session is not None
             digest = auth.digest(session)
         elif not auth.config.cache.secret:
             raise RevokeRefused("revoking by digest needs auth.cache.secret (digests are keyed)")
-        local = auth.evict(digest)
-        shared = None if self.shared is None else await self.shared.revoke(digest)
-        log.info("session revoked", digest=digest[:12], local=local, shared=shared)
-        return {"digest": digest, "local": local, "shared": shared}
+        return {"digest": digest, "local": auth.evict(digest)}
+
+    async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:
+        """Evict a session here and, through Redis, on every replica."""
+        result = self.evict_here(session, digest)
+        key = str(result["digest"])
+        result["shared"] = None if self.shared is None else await self.shared.revoke(key)
+        log.info("session revoked", digest=key[:12], local=result["local"], shared=result["shared"])
+        return result
 
     async def start_admin(self, host: str, port: int) -> None:
         self.admin = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)

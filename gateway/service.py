@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
@@ -20,6 +21,7 @@ from gateway.server import RunningGateway, Runtime, start_gateway
 log = structlog.get_logger("gateway.service")
 
 SHUTDOWN_CLOSE_CODE = 1001
+PR_SET_PDEATHSIG = 1
 
 
 def _redact_url(value: str) -> str:
@@ -67,6 +69,8 @@ class Service:
         return config.model_copy(update={"admin_listen": None})
 
     async def run(self) -> int:
+        if self.control_socket is not None:
+            _die_with_parent()
         try:
             self.running = await start_gateway(self.config)
         except OSError as exc:
@@ -133,6 +137,15 @@ class Service:
         await asyncio.gather(*closing, return_exceptions=True)
         await self.running.close()
         log.info("stopped")
+
+
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM when its supervisor dies, so no orphan keeps serving the port."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.warning("cannot tie this worker's life to its supervisor (not Linux)")
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
@@ -24,7 +25,7 @@ from prometheus_client import multiprocess
 
 from gateway.admin import RevokeRefused, build_admin_app
 from gateway.cache import CookieHasher
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
 from gateway.logs import configure_logging
 from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.service import run_loop, stop_on_signals
@@ -35,6 +36,7 @@ log = structlog.get_logger("gateway.workers")
 WORKER_ENV = "HAMRAH_GATEWAY_WORKER"
 CONTROL_ENV = "HAMRAH_GATEWAY_CONTROL"
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0)
+STABLE_SECONDS = 30.0
 STOP_MARGIN = 10.0
 CONTROL_TIMEOUT = 2.0
 
@@ -42,9 +44,11 @@ CONTROL_TIMEOUT = 2.0
 class Supervisor:
     """The parent process of `workers: N`."""
 
-    def __init__(self, config_path: Path, config: GatewayConfig) -> None:
+    def __init__(self, config_path: Path, config: GatewayConfig, config_text: str) -> None:
         self.config_path = config_path
         self.config = config
+        self.config_text = config_text
+        self.started_at: dict[int, float] = {}
         self.count = config.worker_count
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts: dict[int, int] = {}
@@ -56,10 +60,23 @@ class Supervisor:
     def control_socket(self, index: int) -> Path:
         return self.home / f"worker-{index}.sock"
 
+    @property
+    def worker_config(self) -> Path:
+        """The last config text the supervisor accepted; workers read this, never the file an
+        operator may be halfway through editing (a worker restarted after a refused reload
+        would otherwise start from the broken file)."""
+        return self.home / "gateway.yaml"
+
+    def _accept(self, text: str) -> None:
+        staged = self.home / "gateway.yaml.new"
+        staged.write_text(text, encoding="utf-8")
+        os.replace(staged, self.worker_config)
+
     async def run(self) -> int:
         metrics_dir = self.home / "metrics"
         metrics_dir.mkdir()
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
+        self._accept(self.config_text)
         self.metrics = Metrics()
         stop = asyncio.Event()
         stop_on_signals(stop)
@@ -98,9 +115,10 @@ class Supervisor:
             os.environ, **{WORKER_ENV: str(index), CONTROL_ENV: str(self.control_socket(index))}
         )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "--config", str(self.config_path), env=env
+            sys.executable, "-m", "gateway", "--config", str(self.worker_config), env=env
         )
         self.procs[index] = proc
+        self.started_at[index] = time.monotonic()
         watcher = asyncio.ensure_future(self._watch(index, proc))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -110,6 +128,9 @@ class Supervisor:
         multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
         if self.stopping:
             return
+        # A worker that ran a while before dying starts the back-off afresh.
+        if time.monotonic() - self.started_at.get(index, 0.0) > STABLE_SECONDS:
+            self.restarts[index] = 0
         restarts = self.restarts.get(index, 0)
         delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
         log.error(
@@ -123,10 +144,13 @@ class Supervisor:
     def reload(self) -> None:
         """Validate the file here first, so a bad edit never reaches a worker."""
         try:
-            self.config = load_config(self.config_path)
+            text = read_config_text(self.config_path)
+            config = parse_config(text, str(self.config_path))
         except ConfigError as exc:
             log.error("reload refused; the previous config stays", problems=list(exc.problems))
             return
+        self.config, self.config_text = config, text
+        self._accept(text)
         for proc in self.procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGHUP)
@@ -168,6 +192,8 @@ class Supervisor:
 
     async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:
         """Evict in every worker, and through Redis on every replica."""
+        if digest is not None and not self.config.auth.cache.secret:
+            raise RevokeRefused("revoking by digest needs auth.cache.secret (digests are keyed)")
         body = {"session": session} if session is not None else {"digest": digest}
         evicted: list[bool] = []
         for index in range(self.count):
@@ -202,4 +228,5 @@ class Supervisor:
 def run_supervisor(config_path: Path, config: GatewayConfig) -> int:
     """Run `workers: N` processes under one supervising parent until SIGTERM."""
     configure_logging(config.log.level, config.log.format, config.auth.cookie)
-    return run_loop(Supervisor(config_path, config).run())
+    text = read_config_text(config_path)
+    return run_loop(Supervisor(config_path, parse_config(text, str(config_path)), text).run())
