@@ -6,6 +6,8 @@ Redaction is a processor every line passes through, the gateway's own and the st
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime
 import logging
 import re
@@ -152,6 +154,8 @@ def configure_logging(
     # aiohttp's access logger is replaced by AccessLogger below; silence any stray use of it.
     logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL + 1)
     global _access_sink
+    if _access_sink is not None:
+        _access_sink.flush()
     _access_sink = (
         _AccessSink(out, Redactor(cookie_name))
         if fmt == "json" and numeric <= logging.INFO
@@ -159,17 +163,58 @@ def configure_logging(
     )
 
 
-@dataclass(frozen=True, slots=True)
 class _AccessSink:
-    """Where the JSON access line goes when it can skip structlog's general chain."""
+    """Where the JSON access line goes when it can skip structlog's general chain.
 
-    stream: TextIO
-    redactor: Redactor
+    Lines are collected and written together at most ACCESS_FLUSH_SECONDS later (or when
+    ACCESS_BUFFER_LINES are waiting), so a busy gateway pays one write per batch, not one per
+    request; every write holds whole lines, so workers sharing stdout never split one.
+    """
+
+    def __init__(self, stream: TextIO, redactor: Redactor) -> None:
+        self.stream = stream
+        self.redactor = redactor
+        self._lines: list[str] = []
+        self._scheduled = False
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= ACCESS_BUFFER_LINES:
+            self.flush()
+        elif not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._scheduled = True
+            loop.call_later(ACCESS_FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines.clear()
+            self.stream.write(text)
+            self.stream.flush()
+
+
+ACCESS_FLUSH_SECONDS = 0.05
+ACCESS_BUFFER_LINES = 256
 
 
 # Set by configure_logging; None means the access line goes through structlog (console format,
 # or a level above info where it is dropped there).
 _access_sink: _AccessSink | None = None
+
+
+def flush_access_log() -> None:
+    """Write out access lines still waiting in the batch (at shutdown, and in tests)."""
+    if _access_sink is not None:
+        _access_sink.flush()
+
+
+atexit.register(flush_access_log)
 
 
 def _write_access_line(
@@ -197,8 +242,7 @@ def _write_access_line(
             "timestamp": _timestamp(),
         }
     )
-    sink.stream.write(line.decode() + "\n")
-    sink.stream.flush()
+    sink.write(line.decode() + "\n")
 
 
 def _timestamp() -> str:

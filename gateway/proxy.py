@@ -130,6 +130,8 @@ class Relay:
                     raise UpstreamUnreachable(
                         f"the application broke off its answer ({type(exc).__name__})"
                     ) from None
+                # Headers and body leave in one write (one syscall) instead of two.
+                response._send_headers_immediately = False
                 await response.prepare(request)
                 await response.write_eof(payload)
                 return response

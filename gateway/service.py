@@ -15,7 +15,7 @@ from yarl import URL
 
 from gateway.admin import build_control_app
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.logs import REDACTED, configure_logging
+from gateway.logs import REDACTED, configure_logging, flush_access_log
 from gateway.server import RunningGateway, Runtime, start_gateway
 
 log = structlog.get_logger("gateway.service")
@@ -136,6 +136,7 @@ class Service:
         ]
         await asyncio.gather(*closing, return_exceptions=True)
         await self.running.close()
+        flush_access_log()
         log.info("stopped")
 
 

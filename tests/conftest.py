@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, flush_access_log
 from gateway.server import RunningGateway, start_gateway
 from tests.backends import GOOD_USER, AuthApi, Frontend, RawUpstream, build_auth_api, build_frontend
 
@@ -69,10 +69,18 @@ class Gw:
         return state
 
 
+class LogBuffer(io.StringIO):
+    """A log stream whose contents include access lines still waiting in the gateway's batch."""
+
+    def getvalue(self) -> str:
+        flush_access_log()
+        return super().getvalue()
+
+
 @pytest.fixture(autouse=True)
 def log_output() -> io.StringIO:
     """Everything logged during the test, by the gateway and by the libraries under it."""
-    buffer = io.StringIO()
+    buffer = LogBuffer()
     configure_logging("debug", "json", "session", stream=buffer)
     return buffer
 
