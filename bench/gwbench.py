@@ -1,0 +1,252 @@
+"""Shared pieces of the bench scripts: free loopback ports, gateway configs, starting and stopping
+the gateway as a real process (`.venv/bin/hamrah-gateway --config ...`), and /proc readings.
+
+Everything here binds and connects to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+GATEWAY_BIN = ROOT / ".venv" / "bin" / "hamrah-gateway"
+LOOPBACK = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bound and released: a small race, fine on loopback)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def gateway_yaml(
+    *,
+    port: int,
+    admin_port: int,
+    upstream: str,
+    validate_url: str,
+    workers: int = 1,
+    routes: dict[str, str] | None = None,
+    extra: str = "",
+) -> str:
+    """A config with every feature on: protect [/], JSON access log at info, admin listener."""
+    lines = [
+        f"listen: {LOOPBACK}:{port}",
+        f"admin_listen: {LOOPBACK}:{admin_port}",
+        f"workers: {workers}",
+        f"upstream: {upstream}",
+        "auth:",
+        f"  validate_url: {validate_url}",
+        "  cookie: session",
+        "  identity_headers:",
+        "    X-Auth-User-Id: user_id",
+        "    X-Auth-User-Email: email",
+        "protect:",
+        "  - /",
+        "public:",
+        "  - /login",
+        "log:",
+        "  level: info",
+        "  format: json",
+    ]
+    if routes:
+        lines.append("routes:")
+        for prefix, url in routes.items():
+            lines += [f"  - prefix: {prefix}", f"    upstream: {url}"]
+    return "\n".join(lines) + "\n" + extra
+
+
+def listening_pids(port: int) -> set[int]:
+    """Pids holding a listening TCP socket on the port (several with SO_REUSEPORT workers)."""
+    out = subprocess.run(
+        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=False
+    ).stdout
+    pids = set()
+    for part in out.split("pid=")[1:]:
+        digits = part.split(",", 1)[0]
+        if digits.isdigit():
+            pids.add(int(digits))
+    return pids
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM); 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(") ")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_info() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    rev = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    diff = subprocess.run(
+        ["git", "-C", str(ROOT), "diff", "HEAD", "--", "gateway"],
+        capture_output=True,
+        check=False,
+    ).stdout
+    dirty = (
+        f" + uncommitted changes in gateway/ (diff {hashlib.sha1(diff).hexdigest()[:8]})"
+        if diff
+        else ""
+    )
+    return (
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}, nproc {os.cpu_count()}, {model}, "
+        f"kernel {platform.release()}, python {platform.python_version()}, "
+        f"aiohttp {aiohttp.__version__}, load {' '.join(load)}, gateway code {rev or '?'}"
+        f"{dirty}"
+    )
+
+
+@dataclass
+class Gateway:
+    """A gateway process started from a config file."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    admin_port: int
+    workers: int
+    started: float
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """The processes serving requests: the process itself, or its N workers."""
+        return [self.pid] if self.workers == 1 else children(self.pid)
+
+    def rss_kib(self) -> int:
+        """VmRSS of every gateway process (supervisor included)."""
+        pids = [self.pid, *([] if self.workers == 1 else children(self.pid))]
+        return sum(status_kib(p, "VmRSS") for p in pids)
+
+
+def _prepare(config_text: str, config_path: Path, log_path: Path | str) -> BinaryIO:
+    """Write the config; open the log the gateway's stdout and stderr go to."""
+    config_path.write_text(config_text)
+    return open(log_path, "ab")
+
+
+async def start_gateway(
+    config_text: str,
+    config_path: Path,
+    log_path: Path | str,
+    *,
+    port: int,
+    admin_port: int,
+    workers: int = 1,
+    wait_ready: bool = True,
+    deadline: float = 30.0,
+) -> Gateway:
+    """Write the config, start the gateway, and (by default) wait until it serves."""
+    log = _prepare(config_text, config_path, log_path)
+    try:
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            str(GATEWAY_BIN),
+            "--config",
+            str(config_path),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    finally:
+        log.close()
+    gateway = Gateway(proc, port, admin_port, workers, started)
+    if wait_ready:
+        await wait_until_ready(gateway, deadline)
+    return gateway
+
+
+async def wait_until_ready(gateway: Gateway, deadline: float = 30.0) -> None:
+    """Admin /readyz answers 200 and every worker listens, polled until the deadline."""
+    until = time.monotonic() + deadline
+    timeout = aiohttp.ClientTimeout(total=1)
+    async with aiohttp.ClientSession(timeout=timeout) as client:
+        while True:
+            if gateway.proc.returncode is not None:
+                raise RuntimeError(f"gateway exited with {gateway.proc.returncode} during start")
+            try:
+                url = f"http://{LOOPBACK}:{gateway.admin_port}/readyz"
+                async with client.get(url) as response:
+                    ready = response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ready = False
+            if ready and len(listening_pids(gateway.port)) >= gateway.workers:
+                return
+            if time.monotonic() > until:
+                raise RuntimeError(f"gateway not ready within {deadline} s")
+            await asyncio.sleep(0.05)
+
+
+async def stop_gateway(gateway: Gateway, grace: float = 20.0) -> None:
+    """SIGTERM (the supervisor stops its workers), then KILL the pid and its children."""
+    if gateway.proc.returncode is not None:
+        return
+    kids = children(gateway.pid)
+    gateway.proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(gateway.proc.wait(), grace)
+    except TimeoutError:
+        for pid in [gateway.pid, *kids]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await gateway.proc.wait()
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
