@@ -14,6 +14,8 @@ from yarl import URL
 from gateway.config import GatewayConfig
 
 READY_CHECK_TIMEOUT = 1.0
+# A degraded_checks value starting with this fails readiness; "degraded: ..." does not.
+NOT_READY = "not ready"
 MAX_REVOKE_BODY_BYTES = 8192
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -93,6 +95,7 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
         # the gateway still serves correctly without them.
         degraded = backend.degraded_checks()
         checks |= degraded
+        failing += [name for name, value in degraded.items() if value.startswith(NOT_READY)]
         status = (
             "not ready"
             if failing

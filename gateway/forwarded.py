@@ -8,6 +8,7 @@ never remove one (a name listed in Connection is dropped before the gateway adds
 from __future__ import annotations
 
 import functools
+import itertools
 import ipaddress
 import os
 import re
@@ -71,6 +72,10 @@ WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 MAX_REQUEST_ID_LENGTH = 128
+# Generated ids need to be unique, not secret: a random per-process prefix and a counter cost no
+# system call per request (os.urandom did).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -78,7 +83,7 @@ def request_id_from(value: str | None) -> str:
     """Keep a client's X-Request-ID when it is safe to echo and log, else make one."""
     if value is not None and _REQUEST_ID.match(value):
         return value
-    return os.urandom(16).hex()
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _header_key(name: str) -> str:

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from gateway.admin import RevokeRefused, build_admin_app
+from gateway.admin import NOT_READY, RevokeRefused, build_admin_app
 from gateway.cache import CookieHasher
 from gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
 from gateway.logs import configure_logging
@@ -187,8 +187,19 @@ class Supervisor:
         return self.config
 
     def degraded_checks(self) -> dict[str, str]:
-        alive = sum(1 for proc in self.procs.values() if proc.returncode is None)
-        checks = {"workers": "ok" if alive == self.count else f"degraded: {alive}/{self.count} up"}
+        # A worker is ready once its control socket exists: it opens it after it listens.
+        ready = sum(
+            1
+            for index, proc in self.procs.items()
+            if proc.returncode is None and self.control_socket(index).exists()
+        )
+        if ready == 0:
+            workers = f"{NOT_READY}: no worker is listening yet"
+        elif ready < self.count:
+            workers = f"degraded: {ready}/{self.count} listening"
+        else:
+            workers = "ok"
+        checks = {"workers": workers}
         if self.shared is not None:
             checks["redis"] = self.shared.status
         return checks
