@@ -8,8 +8,8 @@ never remove one (a name listed in Connection is dropped before the gateway adds
 from __future__ import annotations
 
 import functools
-import itertools
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
