@@ -17,8 +17,11 @@ log = structlog.get_logger("gateway.demo")
 DEMO_PROTECT = ("/dashboard", "/settings", "/profile")
 
 
-async def _serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+async def serve_app(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 60.0
+) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app (port 0: a free one); the runner to stop it, and the bound port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -45,9 +48,9 @@ log:
 
 
 async def _demo(host: str, port: int) -> int:
-    api_runner, api_port = await _serve_app(build_auth_api(), "127.0.0.1", 0)
+    api_runner, api_port = await serve_app(build_auth_api(), "127.0.0.1", 0)
     frontend = build_frontend(f"http://127.0.0.1:{api_port}")
-    frontend_runner, frontend_port = await _serve_app(frontend, "127.0.0.1", 0)
+    frontend_runner, frontend_port = await serve_app(frontend, "127.0.0.1", 0)
     config = demo_config(host, port, frontend_port, api_port)
     print(f"hamrah-gateway demo: open http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
     try:
@@ -65,7 +68,7 @@ def run_demo(host: str, port: int) -> int:
 
 async def _single(app: web.Application, listen: str) -> int:
     host, _, port = listen.rpartition(":")
-    runner, bound = await _serve_app(app, host, int(port))
+    runner, bound = await serve_app(app, host, int(port))
     log.info("demo service started", listen=f"{host}:{bound}")
     stop = asyncio.Event()
     stop_on_signals(stop)

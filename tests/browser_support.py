@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from gateway.config import GatewayConfig
 from gateway.demo import DEMO_COOKIE, build_auth_api, build_frontend
-from gateway.demo_runner import demo_config
+from gateway.demo_runner import demo_config, serve_app
 from gateway.server import RunningGateway, start_gateway
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,12 +43,7 @@ SHUTDOWN_GRACE = 2.0
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
     """Serve app on 127.0.0.1 at a free port; return the runner and the port."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    return runner, int(port)
+    return await serve_app(app, shutdown_timeout=SHUTDOWN_GRACE)
 
 
 @dataclass

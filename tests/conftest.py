@@ -14,6 +14,7 @@ import yaml
 from aiohttp import web
 
 from gateway.config import GatewayConfig, parse_config
+from gateway.demo_runner import serve_app
 from gateway.logs import configure_logging, flush_access_log
 from gateway.server import RunningGateway, start_gateway
 from tests.backends import GOOD_USER, AuthApi, Frontend, RawUpstream, build_auth_api, build_frontend
@@ -23,12 +24,8 @@ DEFAULT_PROTECT = ["/dashboard", "/settings", "/profile", "/admin"]
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    return runner, int(port)
+    """A real server for a test app on a free loopback port."""
+    return await serve_app(app)
 
 
 @dataclass
