@@ -7,6 +7,7 @@ that cannot be replayed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 import time
@@ -19,17 +20,22 @@ K = TypeVar("K")
 
 
 class CookieHasher:
-    """Hex HMAC-SHA256 of a cookie value.
+    """A keyed hex digest of a cookie value.
 
-    Keyed with the configured shared secret, every replica derives the same digest (and an
-    operator can revoke by digest); without one, a random per-process key is used.
+    With the configured shared secret it is HMAC-SHA256, the same on every replica (an operator
+    can revoke by digest); without one, keyed BLAKE2b under a random per-process key.
     """
 
     def __init__(self, key: bytes | None = None) -> None:
+        self._shared = bool(key)
         self._key = key if key else secrets.token_bytes(32)
 
     def __call__(self, value: str) -> str:
-        return hmac.digest(self._key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
+        data = value.encode("utf-8", "surrogatepass")
+        if self._shared:
+            return hmac.digest(self._key, data, "sha256").hex()
+        # A per-process key never leaves the process, so the cheaper keyed BLAKE2b does.
+        return hashlib.blake2b(data, key=self._key, digest_size=32).hexdigest()
 
 
 class TTLCache(Generic[K, V]):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import datetime
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -245,8 +245,17 @@ def _write_access_line(
     sink.write(line.decode() + "\n")
 
 
+_second: list[object] = [-1, ""]
+
+
 def _timestamp() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 UTC with microseconds, as structlog writes it; the date part is built once a
+    second rather than on every line."""
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 RequestObserver = Callable[[int, "RequestInfo | None", float], None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 import structlog
@@ -70,19 +70,14 @@ class Relay:
         self._base = str(base).rstrip("/")
         self._timeout = timeout
 
-    @contextlib.asynccontextmanager
-    async def _connecting(self) -> AsyncIterator[None]:
-        """Map failures to reach the frontend, or to hear back in time, to 502 and 504."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                yield
-        except TimeoutError:
+    def _failure(self, exc: BaseException) -> UpstreamTimeout | UpstreamUnreachable:
+        """What to answer when the frontend cannot be reached, or does not answer in time."""
+        if isinstance(exc, TimeoutError):
             self._metrics.upstream_errors.labels("timeout").inc()
-            raise UpstreamTimeout("the application did not answer in time") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            log.warning("upstream unreachable", error=type(exc).__name__)
-            self._metrics.upstream_errors.labels("unreachable").inc()
-            raise UpstreamUnreachable("the application could not be reached") from None
+            return UpstreamTimeout("the application did not answer in time")
+        log.warning("upstream unreachable", error=type(exc).__name__)
+        self._metrics.upstream_errors.labels("unreachable").inc()
+        return UpstreamUnreachable("the application could not be reached")
 
     def target(self, path: str, query: str | None) -> URL:
         # Built from strings already normalized and checked: encoded=True keeps them byte for byte.
@@ -104,14 +99,14 @@ class Relay:
             # Only now, after auth, is the client told to send its body.
             await request.writer.write(CONTINUE)
         try:
-            async with self._connecting():
+            async with asyncio.timeout(self._timeout):
                 upstream = await self._session.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
-        except UpstreamUnreachable:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if body is not None and body.exception() is not None:
                 raise BadRequestBody("the request body is malformed") from None
-            raise
+            raise self._failure(exc) from None
         try:
             out_headers = response_headers(upstream.headers)
             if adjust is not None:
@@ -178,8 +173,8 @@ class Relay:
             for p in value.split(",")
             if p.strip()
         ]
-        async with self._connecting():
-            try:
+        try:
+            async with asyncio.timeout(self._timeout):
                 upstream = await self._session.ws_connect(
                     url,
                     headers=headers,
@@ -189,11 +184,11 @@ class Relay:
                     compress=0,
                     max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
                 )
-            except aiohttp.WSServerHandshakeError as exc:
-                # The application refused the upgrade: pass its status on.
-                return web.Response(
-                    status=exc.status, text="websocket refused by the application\n"
-                )
+        except aiohttp.WSServerHandshakeError as exc:
+            # The application refused the upgrade: pass its status on.
+            return web.Response(status=exc.status, text="websocket refused by the application\n")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise self._failure(exc) from None
         client = web.WebSocketResponse(
             protocols=(upstream.protocol,) if upstream.protocol else (),
             autoclose=False,
