@@ -31,7 +31,6 @@ from gwbench import (
     RESULTS,
     Gateway,
     free_port,
-    gateway_yaml,
     log,
     machine_info,
     start_gateway,
@@ -145,20 +144,11 @@ async def run(args: argparse.Namespace) -> str:
     up_runner, up_port = await serve(up_app)
     try:
         for workers in args.workers:
-            port, admin_port = free_port(), free_port()
-            config = gateway_yaml(
-                port=port,
-                admin_port=admin_port,
+            gateway = await start_gateway(
+                out_dir,
+                f"gateway-w{workers}",
                 upstream=f"http://{LOOPBACK}:{up_port}",
                 validate_url=f"http://{LOOPBACK}:{auth_port}/api/auth/sessions/validate",
-                workers=workers,
-            )
-            gateway = await start_gateway(
-                config,
-                out_dir / f"gateway-w{workers}.yaml",
-                out_dir / f"gateway-w{workers}.log",
-                port=port,
-                admin_port=admin_port,
                 workers=workers,
             )
             try:

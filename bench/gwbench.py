@@ -45,7 +45,6 @@ def gateway_yaml(
     validate_url: str,
     workers: int = 1,
     routes: dict[str, str] | None = None,
-    extra: str = "",
 ) -> str:
     """A config with every feature on: protect [/], JSON access log at info, admin listener."""
     lines = [
@@ -71,7 +70,7 @@ def gateway_yaml(
         lines.append("routes:")
         for prefix, url in routes.items():
             lines += [f"  - prefix: {prefix}", f"    upstream: {url}"]
-    return "\n".join(lines) + "\n" + extra
+    return "\n".join(lines) + "\n"
 
 
 def listening_pids(port: int) -> set[int]:
@@ -175,26 +174,40 @@ class Gateway:
         return sum(status_kib(p, "VmRSS") for p in pids)
 
 
-def _prepare(config_text: str, config_path: Path, log_path: Path | str) -> BinaryIO:
-    """Write the config; open the log the gateway's stdout and stderr go to."""
-    config_path.write_text(config_text)
-    return open(log_path, "ab")
+def _open_log(path: Path) -> BinaryIO:
+    """The file the gateway's stdout and stderr are appended to."""
+    return open(path, "ab")
 
 
 async def start_gateway(
-    config_text: str,
-    config_path: Path,
-    log_path: Path | str,
+    out_dir: Path,
+    name: str,
     *,
-    port: int,
-    admin_port: int,
+    upstream: str,
+    validate_url: str,
     workers: int = 1,
+    routes: dict[str, str] | None = None,
+    port: int | None = None,
+    admin_port: int | None = None,
     wait_ready: bool = True,
     deadline: float = 30.0,
 ) -> Gateway:
-    """Write the config, start the gateway, and (by default) wait until it serves."""
-    log = _prepare(config_text, config_path, log_path)
-    try:
+    """Write the bench config (out_dir/name.yaml; free ports unless given), start the gateway
+    with its output in out_dir/name.log, and (by default) wait until it serves."""
+    port = port if port is not None else free_port()
+    admin_port = admin_port if admin_port is not None else free_port()
+    config_path = out_dir / f"{name}.yaml"
+    config_path.write_text(
+        gateway_yaml(
+            port=port,
+            admin_port=admin_port,
+            upstream=upstream,
+            validate_url=validate_url,
+            workers=workers,
+            routes=routes,
+        )
+    )
+    with _open_log(out_dir / f"{name}.log") as log:
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             str(GATEWAY_BIN),
@@ -204,8 +217,6 @@ async def start_gateway(
             stdout=log,
             stderr=log,
         )
-    finally:
-        log.close()
     gateway = Gateway(proc, port, admin_port, workers, started)
     if wait_ready:
         await wait_until_ready(gateway, deadline)

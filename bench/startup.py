@@ -23,7 +23,6 @@ from gwbench import (
     LOOPBACK,
     RESULTS,
     free_port,
-    gateway_yaml,
     listening_pids,
     log,
     machine_info,
@@ -49,21 +48,12 @@ async def one_run(workers: int, stub_port: int, index: int) -> tuple[float, floa
     """(seconds to port, seconds to /readyz 200, idle RSS KiB total, idle RSS KiB per worker)."""
     out_dir = RESULTS / "startup"
     out_dir.mkdir(parents=True, exist_ok=True)
-    port, admin_port = free_port(), free_port()
     stub = f"http://{LOOPBACK}:{stub_port}"
-    config = gateway_yaml(
-        port=port,
-        admin_port=admin_port,
+    gateway = await start_gateway(
+        out_dir,
+        f"gateway-w{workers}",
         upstream=stub,
         validate_url=f"{stub}/api/auth/sessions/validate",
-        workers=workers,
-    )
-    gateway = await start_gateway(
-        config,
-        out_dir / f"gateway-w{workers}.yaml",
-        out_dir / f"gateway-w{workers}.log",
-        port=port,
-        admin_port=admin_port,
         workers=workers,
         wait_ready=False,
     )
@@ -76,13 +66,15 @@ async def one_run(workers: int, stub_port: int, index: int) -> tuple[float, floa
                     raise RuntimeError(f"run {index}: gateway did not become ready")
                 if (
                     t_port < 0
-                    and accepts(port)
-                    and (workers == 1 or len(listening_pids(port)) >= workers)
+                    and accepts(gateway.port)
+                    and (workers == 1 or len(listening_pids(gateway.port)) >= workers)
                 ):
                     t_port = time.perf_counter() - gateway.started
                 if t_ready < 0:
                     try:
-                        async with client.get(f"http://{LOOPBACK}:{admin_port}/readyz") as r:
+                        async with client.get(
+                            f"http://{LOOPBACK}:{gateway.admin_port}/readyz"
+                        ) as r:
                             if r.status == 200:
                                 t_ready = time.perf_counter() - gateway.started
                     except (aiohttp.ClientError, TimeoutError):

@@ -39,7 +39,6 @@ from gwbench import (
     children,
     cpu_seconds,
     free_port,
-    gateway_yaml,
     log,
     machine_info,
     start_gateway,
@@ -272,17 +271,12 @@ async def run(args: argparse.Namespace) -> str:
         procs.append(("proxy nginx", nginx))
         for name in ("origin", "sink", "nginx"):
             await wait_http(f"http://{LOOPBACK}:{ports[name]}/")
-        config = gateway_yaml(
-            port=ports["gw"],
-            admin_port=ports["admin"],
+        gateway = await start_gateway(
+            scratch,
+            "gateway",
             upstream=f"http://{LOOPBACK}:{ports['origin']}",
             validate_url=f"http://{LOOPBACK}:{ports['auth']}/api/auth/sessions/validate",
             routes={"/upload": f"http://{LOOPBACK}:{ports['sink']}"},
-        )
-        gateway = await start_gateway(
-            config,
-            scratch / "gateway.yaml",
-            scratch / "gateway.log",
             port=ports["gw"],
             admin_port=ports["admin"],
         )
