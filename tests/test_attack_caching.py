@@ -7,7 +7,7 @@ protected path, and every relayed protected page, whatever caching the frontend 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -40,133 +40,74 @@ async def get(gw: Gw, target: str, *headers: str) -> rawhttp.RawResponse:
     return await rawhttp.exchange(gw.port, rawhttp.get(target, *headers, host=HOST))
 
 
-Scenario = Callable[[GatewayFactory], Awaitable[rawhttp.RawResponse]]
+@dataclass(frozen=True)
+class Exchange:
+    """One request to a gateway built with `overrides`, and the status it must get."""
+
+    target: str
+    headers: tuple[str, ...]
+    status: int
+    overrides: tuple[tuple[str, object], ...] = ()
 
 
-async def login_redirect(factory: GatewayFactory) -> rawhttp.RawResponse:
-    response = await get(await factory(), "/dashboard", "Accept: text/html")
-    assert response.status == 302
-    return response
+def dead_port() -> str:
+    return f"http://127.0.0.1:{free_port()}"
 
 
-async def login_redirect_denied_session(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/dashboard", "Accept: text/html", "Cookie: session=nope-123456")
-    assert response.status == 302
-    return response
+COOKIE = f"Cookie: session={GOOD}"
+HTML = "Accept: text/html"
+JSON = "Accept: application/json"
 
-
-async def json_401(factory: GatewayFactory) -> rawhttp.RawResponse:
-    response = await get(await factory(), "/settings", "Accept: application/json")
-    assert response.status == 401
-    return response
-
-
-async def json_401_denied_session(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/settings", "Accept: application/json", "Cookie: session=api-403")
-    assert response.status == 401
-    return response
-
-
-async def auth_api_500(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/dashboard", "Accept: text/html", "Cookie: session=api-500")
-    assert response.status == 503
-    return response
-
-
-async def auth_api_500_json(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/dashboard", "Accept: application/json", "Cookie: session=api-500")
-    assert response.status == 503
-    return response
-
-
-async def auth_api_not_json(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/dashboard", "Cookie: session=api-nonjson")
-    assert response.status == 503
-    return response
-
-
-async def auth_api_refused(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory(auth=f"http://127.0.0.1:{free_port()}")
-    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
-    assert response.status == 503
-    return response
-
-
-async def duplicate_session_400(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}; session=x")
-    assert response.status == 400
-    return response
-
-
-async def frontend_down_502(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory(upstream=f"http://127.0.0.1:{free_port()}")
-    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
-    assert response.status == 502
-    return response
-
-
-async def relayed_protected_page(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/dashboard", f"Cookie: session={GOOD}")
-    assert response.status == 200
-    return response
-
-
-async def relayed_protected_page_from_auth_cache(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    await get(gw, "/profile", f"Cookie: session={GOOD}")
-    response = await get(gw, "/profile", f"Cookie: session={GOOD}")
-    assert response.status == 200
-    assert len(gw.api.calls) == 1
-    return response
-
-
-async def relayed_frontend_redirect(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory(protect=["/dashboard", "/redirect"])
-    response = await get(gw, "/redirect", f"Cookie: session={GOOD}")
-    assert response.status == 302
-    return response
-
-
-async def relayed_empty_identity_page(factory: GatewayFactory) -> rawhttp.RawResponse:
-    gw = await factory()
-    response = await get(gw, "/admin", "Cookie: session=api-empty-object")
-    assert response.status == 200
-    return response
-
-
-SESSION_DEPENDENT: dict[str, Scenario] = {
-    "302-login-no-cookie": login_redirect,
-    "302-login-denied-session": login_redirect_denied_session,
-    "401-json-no-cookie": json_401,
-    "401-json-denied-session": json_401_denied_session,
-    "503-auth-api-500": auth_api_500,
-    "503-auth-api-500-json": auth_api_500_json,
-    "503-auth-api-not-json": auth_api_not_json,
-    "503-auth-api-refused": auth_api_refused,
-    "400-duplicate-session-cookie": duplicate_session_400,
-    "502-protected-frontend-down": frontend_down_502,
-    "200-relayed-protected-page": relayed_protected_page,
-    "200-relayed-protected-page-auth-cache-hit": relayed_protected_page_from_auth_cache,
-    "302-relayed-frontend-redirect": relayed_frontend_redirect,
-    "200-relayed-page-session-without-fields": relayed_empty_identity_page,
+SESSION_DEPENDENT: dict[str, Exchange] = {
+    "302-login-no-cookie": Exchange("/dashboard", (HTML,), 302),
+    "302-login-denied-session": Exchange("/dashboard", (HTML, "Cookie: session=nope-123456"), 302),
+    "401-json-no-cookie": Exchange("/settings", (JSON,), 401),
+    "401-json-denied-session": Exchange("/settings", (JSON, "Cookie: session=api-403"), 401),
+    "503-auth-api-500": Exchange("/dashboard", (HTML, "Cookie: session=api-500"), 503),
+    "503-auth-api-500-json": Exchange("/dashboard", (JSON, "Cookie: session=api-500"), 503),
+    "503-auth-api-not-json": Exchange("/dashboard", ("Cookie: session=api-nonjson",), 503),
+    "503-auth-api-refused": Exchange("/dashboard", (COOKIE,), 503, (("auth", "dead"),)),
+    "400-duplicate-session-cookie": Exchange(
+        "/dashboard", (f"Cookie: session={GOOD}; session=x",), 400
+    ),
+    "502-protected-frontend-down": Exchange("/dashboard", (COOKIE,), 502, (("upstream", "dead"),)),
+    "200-relayed-protected-page": Exchange("/dashboard", (COOKIE,), 200),
+    "302-relayed-frontend-redirect": Exchange(
+        "/redirect", (COOKIE,), 302, (("protect", ["/dashboard", "/redirect"]),)
+    ),
+    "200-relayed-page-session-without-fields": Exchange(
+        "/admin", ("Cookie: session=api-empty-object",), 200
+    ),
 }
 
 
-@pytest.mark.parametrize("scenario", SESSION_DEPENDENT.values(), ids=SESSION_DEPENDENT.keys())
-async def test_session_dependent_answer_is_private_and_varies_on_cookie(
-    gateway_factory: GatewayFactory, scenario: Scenario
-) -> None:
-    """Every answer that depends on the session carries no-store/private and Vary: Cookie."""
-    response = await scenario(gateway_factory)
+def assert_cache_safe(response: rawhttp.RawResponse) -> None:
     assert_private(response)
     assert "public" not in directives(response), response.raw_head
+
+
+@pytest.mark.parametrize("case", SESSION_DEPENDENT.values(), ids=SESSION_DEPENDENT.keys())
+async def test_session_dependent_answer_is_private_and_varies_on_cookie(
+    gateway_factory: GatewayFactory, case: Exchange
+) -> None:
+    """Every answer that depends on the session carries no-store/private and Vary: Cookie."""
+    overrides = {k: dead_port() if v == "dead" else v for k, v in case.overrides}
+    gw = await gateway_factory(**overrides)
+    response = await get(gw, case.target, *case.headers)
+    assert response.status == case.status
+    assert_cache_safe(response)
+
+
+async def test_page_served_from_the_auth_cache_is_private_and_varies_on_cookie(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A protected page whose session came from the auth cache is as private as the first."""
+    gw = await gateway_factory()
+    await get(gw, "/profile", COOKIE)
+    response = await get(gw, "/profile", COOKIE)
+    assert response.status == 200
+    assert len(gw.api.calls) == 1
+    assert_cache_safe(response)
 
 
 def page(*headers: str, status: str = "200 OK", body: bytes = b"secret page") -> bytes:
