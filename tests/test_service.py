@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -36,6 +38,19 @@ async def start(
     return process, port
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, frontend: Backend, auth: Backend, **overrides: object
+) -> AsyncIterator[tuple[GatewayProcess, int]]:
+    """A started gateway process; at the end it gets SIGTERM and must exit 0."""
+    process, port = await start(tmp_path, frontend, auth, **overrides)
+    try:
+        yield process, port
+    finally:
+        process.signal(signal.SIGTERM)
+        assert await process.wait_exit() == 0
+
+
 async def status_of(port: int, path: str, cookie: str | None = None) -> int:
     headers = {"Accept": "text/html", **({"Cookie": f"session={cookie}"} if cookie else {})}
     async with (
@@ -53,24 +68,19 @@ async def test_startup_logs_effective_config_without_credentials(
 ) -> None:
     """Start-up logs one JSON line with the effective config, URL credentials redacted."""
     upstream = f"http://user:hunter2secret@127.0.0.1:{frontend.port}"
-    process, _ = await start(tmp_path, Backend(None, 0), auth_api, upstream=upstream)
-    try:
+    async with serving(tmp_path, Backend(None, 0), auth_api, upstream=upstream) as (process, _):
         line = next(x for x in process.output.splitlines() if '"gateway started"' in x)
         event = json.loads(line)
         prefixes = [rule["prefix"] for rule in event["config"]["protect"]]
         assert prefixes == ["/dashboard", "/settings", "/profile", "/admin"]
         assert "hunter2secret" not in process.output
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait_exit() == 0
 
 
 async def test_sighup_applies_new_rules_and_keeps_serving(
     tmp_path: Path, frontend: Backend, auth_api: Backend
 ) -> None:
     """SIGHUP reloads the YAML: a newly protected path needs a session from then on."""
-    process, port = await start(tmp_path, frontend, auth_api)
-    try:
+    async with serving(tmp_path, frontend, auth_api) as (process, port):
         assert await status_of(port, "/reports") == 200
         write_config(
             tmp_path / "gw.yaml", frontend, auth_api, port, protect=["/dashboard", "/reports"]
@@ -79,41 +89,30 @@ async def test_sighup_applies_new_rules_and_keeps_serving(
         await process.wait_for_output('"config reloaded"')
         assert await status_of(port, "/reports") == 302
         assert await status_of(port, "/reports", GOOD) == 200
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait_exit() == 0
 
 
 async def test_bad_reload_keeps_the_old_config(
     tmp_path: Path, frontend: Backend, auth_api: Backend
 ) -> None:
     """A reload with an invalid file is refused and logged; the running rules stay."""
-    process, port = await start(tmp_path, frontend, auth_api)
-    try:
+    async with serving(tmp_path, frontend, auth_api) as (process, port):
         (tmp_path / "gw.yaml").write_text("upstream: [broken\n")
         process.signal(signal.SIGHUP)
         await process.wait_for_output("reload refused")
         assert await status_of(port, "/dashboard") == 302
         assert await status_of(port, "/dashboard", GOOD) == 200
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait_exit() == 0
 
 
 async def test_reload_does_not_drop_a_request_in_flight(
     tmp_path: Path, frontend: Backend, auth_api: Backend
 ) -> None:
     """A request in flight during SIGHUP finishes normally."""
-    process, port = await start(tmp_path, frontend, auth_api)
-    try:
+    async with serving(tmp_path, frontend, auth_api) as (process, port):
         slow = asyncio.ensure_future(status_of(port, "/slow?delay=1"))
         await _wait_seen(frontend, "/slow")
         process.signal(signal.SIGHUP)
         await process.wait_for_output('"config reloaded"')
         assert await slow == 200
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait_exit() == 0
 
 
 async def test_sigterm_lets_requests_in_flight_finish_and_exits_0(
