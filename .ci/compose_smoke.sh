@@ -48,23 +48,22 @@ port_free() { "$PYTHON" -c 'import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try: s.bind(("0.0.0.0", int(sys.argv[1])))
 except OSError: sys.exit(1)' "$1"; }
-if [[ -z ${GATEWAY_PORT:-} ]]; then
-  GATEWAY_PORT=8080
-  if ! port_free "$GATEWAY_PORT" && [[ -z $(pm ps -q --filter "label=com.docker.compose.project=$PROJECT" 2>/dev/null) ]]; then
-    GATEWAY_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')
-    say "port 8080 is taken on this machine; publishing the gateway on $GATEWAY_PORT instead"
+# pick_port VAR DEFAULT PROJECT WHAT: keep $VAR if set, else DEFAULT, else (DEFAULT taken by
+# something other than PROJECT's own containers) any free port.
+pick_port() {
+  local var=$1 default=$2 project=$3 what=$4
+  if [[ -z ${!var:-} ]]; then
+    printf -v "$var" '%s' "$default"
+    if ! port_free "$default" && [[ -z $(pm ps -q --filter "label=com.docker.compose.project=$project" 2>/dev/null) ]]; then
+      printf -v "$var" '%s' "$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')"
+      say "port $default is taken on this machine; publishing $what on ${!var} instead"
+    fi
   fi
-fi
-export GATEWAY_PORT
-# The same for the scale profile's load balancer: SCALE_PORT, else 8090, else any free port.
-if [[ -z ${SCALE_PORT:-} ]]; then
-  SCALE_PORT=8090
-  if ! port_free "$SCALE_PORT" && [[ -z $(pm ps -q --filter "label=com.docker.compose.project=$SCALE_PROJECT" 2>/dev/null) ]]; then
-    SCALE_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')
-    say "port 8090 is taken on this machine; publishing the load balancer on $SCALE_PORT instead"
-  fi
-fi
-export SCALE_PORT
+  export "${var?}"
+}
+pick_port GATEWAY_PORT 8080 "$PROJECT" "the gateway"
+# The same for the scale profile's load balancer.
+pick_port SCALE_PORT 8090 "$SCALE_PROJECT" "the load balancer"
 # The demo stack whatever a local .env says: the flow below needs the demo frontend and API.
 export UPSTREAM_URL=http://frontend:3000
 export AUTH_VALIDATE_URL=http://api:8787/api/auth/sessions/validate
