@@ -76,7 +76,7 @@ MAX_REQUEST_ID_LENGTH = 128
 # system call per request (os.urandom did).
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count()
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_LENGTH}}}$")
 
 
 def request_id_from(value: str | None) -> str:

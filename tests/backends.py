@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -327,7 +326,3 @@ class RawUpstream:
             pass
         finally:
             writer.close()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
