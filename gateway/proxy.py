@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable
 import aiohttp
 import structlog
 from aiohttp import WSMsgType, web
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.errors import BadRequestBody, UpstreamTimeout, UpstreamUnreachable
 from gateway.forwarded import HOP_BY_HOP, Headers
 from gateway.metrics import Metrics
+from gateway.upstream import MalformedAnswer, UpstreamCut, UpstreamPool
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -60,14 +62,21 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 
 class Relay:
-    """Sends requests to one upstream over a shared keepalive pool."""
+    """Sends requests to one upstream: plain HTTP over the lean pool, WebSockets via aiohttp."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base: URL, timeout: float, metrics: Metrics
+        self,
+        pool: UpstreamPool,
+        session: aiohttp.ClientSession,
+        base: URL,
+        timeout: float,
+        metrics: Metrics,
     ) -> None:
+        self._pool = pool
         self._session = session
         self._metrics = metrics
-        self._base = str(base).rstrip("/")
+        self._origin = str(base.origin())
+        self._prefix = base.raw_path.rstrip("/")
         self._timeout = timeout
 
     def _failure(self, exc: BaseException) -> UpstreamTimeout | UpstreamUnreachable:
@@ -75,20 +84,22 @@ class Relay:
         if isinstance(exc, TimeoutError):
             self._metrics.upstream_errors.labels("timeout").inc()
             return UpstreamTimeout("the application did not answer in time")
+        if isinstance(exc, MalformedAnswer):
+            log.warning("upstream answer malformed", error=str(exc))
+            self._metrics.upstream_errors.labels("malformed").inc()
+            return UpstreamUnreachable("the application's answer could not be read")
         log.warning("upstream unreachable", error=type(exc).__name__)
         self._metrics.upstream_errors.labels("unreachable").inc()
         return UpstreamUnreachable("the application could not be reached")
 
-    def target(self, path: str, query: str | None) -> URL:
-        # Built from strings already normalized and checked: encoded=True keeps them byte for byte.
-        return URL(
-            f"{self._base}{path}" if query is None else f"{self._base}{path}?{query}", encoded=True
-        )
+    def target(self, path: str, query: str | None) -> str:
+        """The request target upstream, from a path and query already normalized and checked."""
+        return f"{self._prefix}{path}" if query is None else f"{self._prefix}{path}?{query}"
 
     async def http(
         self,
         request: web.BaseRequest,
-        url: URL,
+        target: str,
         headers: Headers,
         adjust: Callable[[CIMultiDict[str]], None] | None = None,
         close_after: bool = False,
@@ -98,29 +109,31 @@ class Relay:
         if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
             # Only now, after auth, is the client told to send its body.
             await request.writer.write(CONTINUE)
+        # A body without Content-Length came chunked, and goes up chunked.
+        chunked = body is not None and "Content-Length" not in request.headers
         try:
-            async with asyncio.timeout(self._timeout):
-                upstream = await self._session.request(
-                    request.method, url, headers=headers, data=body, allow_redirects=False
-                )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            exchange, upstream = await self._pool.request(
+                request.method, target, headers, body, chunked, self._timeout
+            )
+        except (TimeoutError, OSError, MalformedAnswer) as exc:
             if body is not None and body.exception() is not None:
                 raise BadRequestBody("the request body is malformed") from None
             raise self._failure(exc) from None
         try:
-            out_headers = response_headers(upstream.headers)
+            message = upstream.message
+            out_headers = response_headers(message.headers)
             if adjust is not None:
                 adjust(out_headers)
             response = RelayResponse(upstream.status, upstream.reason, out_headers)
             if close_after:
                 response.force_close()
-            length = upstream.content_length
-            if length is not None and length <= SMALL_BODY_BYTES:
+            length = _content_length(message.headers)
+            if length is not None and length <= SMALL_BODY_BYTES and not message.chunked:
                 # Known small: read it whole, so a frontend that breaks off still gets a clean
                 # 502, and the answer goes out in one write.
                 try:
-                    payload = await upstream.read()
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    payload = await upstream.body.read()
+                except ConnectionError as exc:
                     self._metrics.upstream_errors.labels("cut").inc()
                     raise UpstreamUnreachable(
                         f"the application broke off its answer ({type(exc).__name__})"
@@ -131,24 +144,21 @@ class Relay:
                 await response.write_eof(payload)
                 return response
             await response.prepare(request)
-            await self._stream_body(request, upstream, response)
+            await self._stream_body(request, upstream.body, response)
             return response
         finally:
-            upstream.release()
+            exchange.release()
 
     async def _stream_body(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, response: RelayResponse
+        self, request: web.BaseRequest, body: StreamReader, response: RelayResponse
     ) -> None:
         """Copy the body as it arrives. If the frontend breaks off, the client's connection is
         aborted and the unfinished response returned; a client that goes away raises
         ConnectionError, which the protocol handler logs as 499."""
-        chunks = upstream.content.iter_any().__aiter__()
         while True:
             try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                break
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                chunk = await body.readany()
+            except UpstreamCut as exc:
                 # The frontend broke off: abort the client's connection rather than finish the
                 # body (no final chunk), so a truncated download is never seen as complete.
                 log.warning("upstream body cut", error=type(exc).__name__)
@@ -156,13 +166,15 @@ class Relay:
                 if request.transport is not None:
                     request.transport.abort()
                 return
+            if not chunk:
+                break
             await response.write(chunk)
         await response.write_eof()
 
     async def websocket(
         self,
         request: web.BaseRequest,
-        url: URL,
+        target: str,
         headers: Headers,
         registry: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse],
     ) -> web.StreamResponse:
@@ -176,7 +188,7 @@ class Relay:
         try:
             async with asyncio.timeout(self._timeout):
                 upstream = await self._session.ws_connect(
-                    url,
+                    URL(self._origin + target, encoded=True),
                     headers=headers,
                     protocols=protocols,
                     autoclose=False,
@@ -259,6 +271,11 @@ async def _pump_both(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
                 await task
+
+
+def _content_length(headers: CIMultiDictProxy[str]) -> int | None:
+    value = headers.get("Content-Length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def header_tokens(values: Iterable[str]) -> set[str]:

@@ -11,11 +11,15 @@ from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.paths import PrefixTable
 from gateway.proxy import Relay
+from gateway.upstream import CONNECT_TIMEOUT, UpstreamPool
 
 UPSTREAM_POOL_SIZE = 512
 AUTH_POOL_SIZE = 128
 KEEPALIVE_SECONDS = 75.0
-CONNECT_TIMEOUT = 10.0
+# An idle connection to the frontend is retired by the gateway before the frontend can close it:
+# Node's http server (a Qwik app's) closes idle connections after 5 s, and a request sent on a
+# connection the frontend is closing fails.
+UPSTREAM_IDLE_SECONDS = 4.0
 
 
 def client_session(limit: int, skip_auto_headers: tuple[str, ...]) -> aiohttp.ClientSession:
@@ -38,21 +42,25 @@ class Pools:
 
     def __init__(self) -> None:
         self.auth = client_session(AUTH_POOL_SIZE, ("Accept", "Accept-Encoding"))
-        self._upstreams: dict[str, aiohttp.ClientSession] = {}
+        self._http: dict[str, UpstreamPool] = {}
+        self._websockets: dict[str, aiohttp.ClientSession] = {}
 
-    def upstream(self, url: str) -> aiohttp.ClientSession:
-        origin = str(URL(url).origin())
-        session = self._upstreams.get(origin)
-        if session is None:
+    def upstream(self, url: str) -> tuple[UpstreamPool, aiohttp.ClientSession]:
+        """The pool for plain requests to the frontend at `url`, and the session for WebSockets."""
+        origin = URL(url).origin()
+        key = str(origin)
+        if key not in self._http:
+            self._http[key] = UpstreamPool(origin, UPSTREAM_POOL_SIZE, UPSTREAM_IDLE_SECONDS)
             # The client's own headers are forwarded as they are; aiohttp adds none of its own.
             skip = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-            session = client_session(UPSTREAM_POOL_SIZE, skip)
-            self._upstreams[origin] = session
-        return session
+            self._websockets[key] = client_session(UPSTREAM_POOL_SIZE, skip)
+        return self._http[key], self._websockets[key]
 
     async def close(self) -> None:
         await self.auth.close()
-        for session in self._upstreams.values():
+        for pool in self._http.values():
+            await pool.close()
+        for session in self._websockets.values():
             await session.close()
 
 
@@ -69,7 +77,7 @@ class Router:
 
     def __init__(self, config: GatewayConfig, pools: Pools, metrics: Metrics) -> None:
         self.default = Relay(
-            pools.upstream(config.upstream), URL(config.upstream), config.upstream_timeout, metrics
+            *pools.upstream(config.upstream), URL(config.upstream), config.upstream_timeout, metrics
         )
         self._routes: PrefixTable[Route] | None = None
         if config.routes:
@@ -78,7 +86,7 @@ class Router:
                     r.prefix,
                     Route(
                         Relay(
-                            pools.upstream(r.upstream),
+                            *pools.upstream(r.upstream),
                             URL(r.upstream),
                             r.timeout or config.upstream_timeout,
                             metrics,
@@ -89,7 +97,7 @@ class Router:
                 for r in config.routes
             )
 
-    def resolve(self, path: str, query: str | None) -> tuple[Relay, URL]:
+    def resolve(self, path: str, query: str | None) -> tuple[Relay, str]:
         if self._routes is not None:
             found = self._routes.lookup_prefix(path)
             if found is not None:

@@ -217,14 +217,14 @@ class Gateway:
             )
             if verdict.identity is not None:
                 upstream_headers.extend(verdict.identity.headers)
-            relay, url = rt.router.resolve(path, query)
+            relay, target = rt.router.resolve(path, query)
             if websocket:
-                return await relay.websocket(request, url, upstream_headers, self.websockets)
+                return await relay.websocket(request, target, upstream_headers, self.websockets)
             adjust = _response_adjuster(rule.access is not Access.PUBLIC, verdict.set_cookies)
             # aiohttp stops parsing a connection after an upgrade it does not carry out (h2c):
             # close it after this answer rather than leave pipelined bytes unanswered.
             close_after = "Upgrade" in headers
-            response = await relay.http(request, url, upstream_headers, adjust, close_after)
+            response = await relay.http(request, target, upstream_headers, adjust, close_after)
             info.upstream_status = response.status
             return response
         except GatewayError as exc:

@@ -154,8 +154,7 @@ FORWARDED = {
         "GET", "/q?next=/a/../b//c&p=./x", "/q?next=/a/../b//c&p=./x"
     ),
     "query-only-key": Forwarded("GET", "/q?flag", "/q?flag"),
-    # yarl, under aiohttp's client, drops a "?" with nothing after it; documented in the README.
-    "query-empty-is-dropped": Forwarded("GET", "/q?", "/q"),
+    "query-empty-kept": Forwarded("GET", "/q?", "/q?"),
     "query-starting-with-question-mark": Forwarded("GET", "/q??a", "/q??a"),
     "query-lone-percent": Forwarded("GET", "/q?a=%", "/q?a=%"),
     "normal-path-escapes-kept": Forwarded(
