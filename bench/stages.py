@@ -53,8 +53,9 @@ RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         (),
     ),
     (
-        "upstream (aiohttp client)",
+        "upstream (gateway.upstream client)",
         (
+            "gateway/upstream.py",
             "aiohttp/client.py",
             "aiohttp/client_reqrep.py",
             "aiohttp/client_proto.py",
@@ -84,7 +85,7 @@ STAGES = [
     "hygiene (headers, cookies, rules)",
     "auth/cache",
     "handler (gateway.server, routing)",
-    "upstream (aiohttp client)",
+    "upstream (gateway.upstream client)",
     "relay (gateway.proxy, response)",
     "log",
     "metrics",

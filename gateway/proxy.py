@@ -17,10 +17,10 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.errors import BadRequestBody, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import BadRequest, BadRequestBody, UpstreamTimeout, UpstreamUnreachable
 from gateway.forwarded import HOP_BY_HOP, Headers
 from gateway.metrics import Metrics
-from gateway.upstream import MalformedAnswer, UpstreamCut, UpstreamPool
+from gateway.upstream import MalformedAnswer, UnsendableRequest, UpstreamCut, UpstreamPool
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -119,6 +119,8 @@ class Relay:
             if body is not None and body.exception() is not None:
                 raise BadRequestBody("the request body is malformed") from None
             raise self._failure(exc) from None
+        except UnsendableRequest:
+            raise BadRequest("a request header cannot be forwarded") from None
         try:
             message = upstream.message
             out_headers = response_headers(message.headers)

@@ -31,6 +31,9 @@ CONNECT_TIMEOUT = 10.0
 _INTERIM = range(100, 200)
 _NO_BODY_STATUSES = frozenset({204, 304})
 _LAST_CHUNK = b"0\r\n\r\n"
+# Only these may be sent again after a connection failed before any answer (RFC 9112 9.3.1): a
+# POST the frontend may have acted on before it closed must not run twice.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class UpstreamCut(ConnectionError):
@@ -39,6 +42,10 @@ class UpstreamCut(ConnectionError):
 
 class MalformedAnswer(Exception):
     """The frontend's answer is not HTTP/1.x the gateway can relay."""
+
+
+class UnsendableRequest(ValueError):
+    """A header value would break the request's framing (a CR or LF in it)."""
 
 
 class Connection(BaseProtocol):
@@ -241,9 +248,17 @@ class UpstreamPool:
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # Looked up once: on Python 3.11 every asyncio.get_running_loop() costs a getpid() call.
+        if self._event_loop is None:
+            self._event_loop = asyncio.get_running_loop()
+        return self._event_loop
 
     async def _connect(self) -> Connection:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         _, connection = await loop.create_connection(
             lambda: Connection(loop, self),
             self._host,
@@ -257,7 +272,12 @@ class UpstreamPool:
     def _pooled(self, now: float) -> Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            if now - connection.idle_since < self._keepalive and connection.transport is not None:
+            transport = connection.transport
+            if (
+                now - connection.idle_since < self._keepalive
+                and transport is not None
+                and not transport.is_closing()
+            ):
                 return connection
             connection.close()
         return None
@@ -273,10 +293,11 @@ class UpstreamPool:
     ) -> tuple[Exchange, Answer]:
         """Send a request and wait for its answer's head, all within `time_limit` seconds.
 
-        A request without a body is sent again once on a fresh connection when a reused one turns
-        out to have been closed by the frontend before it answered (a keepalive race).
+        An idempotent request without a body is sent again once on a fresh connection when a
+        reused one turns out to have been closed by the frontend before it answered (a keepalive
+        race); anything else could run twice, and fails instead.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         deadline = loop.time() + time_limit
         head = _request_head(method, target, headers, self.host_header, chunked)
         if self._slots.locked():
@@ -298,7 +319,12 @@ class UpstreamPool:
                     )
                 except UpstreamCut:
                     exchange.abandon()
-                    if reused and body is None and not connection.received:
+                    if (
+                        reused
+                        and body is None
+                        and method in IDEMPOTENT_METHODS
+                        and not connection.received
+                    ):
                         connection, reused = None, False
                         continue
                     raise
@@ -325,7 +351,7 @@ class UpstreamPool:
         connection.transport.write(head)
         if body is not None:
             exchange.send_body(body, chunked)
-        timer = asyncio.get_running_loop().call_at(deadline, connection.time_out)
+        timer = self._loop.call_at(deadline, connection.time_out)
         try:
             message, payload = await waiter
         finally:
@@ -337,7 +363,7 @@ class UpstreamPool:
     def release(self, connection: Connection, reusable: bool) -> None:
         """An exchange is over: keep its connection for the next one, or close it."""
         if reusable:
-            connection.idle_since = asyncio.get_running_loop().time()
+            connection.idle_since = self._loop.time()
             self._idle.append(connection)
         else:
             connection.close()
@@ -372,6 +398,6 @@ def _request_head(
     text = "".join(lines)
     # Each line ends in exactly one CR LF: a value carrying its own would split the request.
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        raise ValueError("a header carries a line break")
+        raise UnsendableRequest("a header carries a line break")
     # Header bytes came in as UTF-8 with surrogate escapes; they leave byte for byte.
     return text.encode("utf-8", "surrogateescape")
