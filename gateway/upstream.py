@@ -11,6 +11,7 @@ into the same flow-controlled StreamReader. WebSockets still go through ClientSe
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ CONNECT_TIMEOUT = 10.0
 _INTERIM = range(100, 200)
 _NO_BODY_STATUSES = frozenset({204, 304})
 _LAST_CHUNK = b"0\r\n\r\n"
+# llhttp runs lenient under aiohttp: it takes `Content-Length : 6` as a header named
+# "Content-Length " and control bytes in values. Relayed, those are read differently by whatever
+# parses them next, so an answer with a name that is not a token, or a value with CR, LF or NUL,
+# is refused here (all names joined, then all values joined: two scans per answer).
+_TOKENS = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BREAKS = re.compile(rb"[\r\n\x00]")
 # Only these may be sent again after a connection failed before any answer (RFC 9112 9.3.1): a
 # POST the frontend may have acted on before it closed must not run twice.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -135,6 +142,13 @@ class Connection(BaseProtocol):
                 continue
             if head is None:
                 self._fail(MalformedAnswer("the application sent an answer nobody asked for"))
+                return
+            raw = message.raw_headers
+            if raw and (
+                _TOKENS.fullmatch(b"".join(name for name, _ in raw)) is None
+                or _BREAKS.search(b"".join(value for _, value in raw)) is not None
+            ):
+                self._fail(MalformedAnswer("the application's answer has a malformed header"))
                 return
             self._head = None
             self._payload = payload
