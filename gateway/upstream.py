@@ -131,7 +131,10 @@ class Connection(BaseProtocol):
         try:
             messages, _, _ = parser.feed_data(data)
         except Exception as exc:
-            self._fail(MalformedAnswer(f"the application's answer could not be read ({exc})"))
+            # The parser's message quotes the offending line, which may be a Set-Cookie: only
+            # its kind is kept (it reaches the log).
+            kind = type(exc).__name__
+            self._fail(MalformedAnswer(f"the application's answer could not be read ({kind})"))
             return
         for message, payload in messages:
             head = self._head

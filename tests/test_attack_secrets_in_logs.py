@@ -21,13 +21,16 @@ import pytest
 import yaml
 
 from tests import rawhttp
-from tests.backends import GOOD_USER
+from tests.backends import GOOD_USER, RawUpstream
 from tests.conftest import DEFAULT_PROTECT, Backend, GatewayFactory, Gw, config_text
 from tests.process import GatewayProcess, free_port, wait_for_port
 
 CANARY_SESSION = "canarySESS7f3a9c1e5b2d4086"
 CANARY_BEARER = "canaryBEAR0d8e6b4f2a9c1357"
-CANARIES = (CANARY_SESSION, CANARY_BEARER)
+# A token the app sets in an answer the gateway cannot read: not the request's, so the redactor
+# does not know it; the error must not quote it.
+CANARY_SET_COOKIE = "canaryNEWS5e1c3a7f9b0d2468"
+CANARIES = (CANARY_SESSION, CANARY_BEARER, CANARY_SET_COOKIE)
 HOST = "gateway.test"
 # Protected routes of the test frontend that do not echo the request back in their body.
 QUIET_PROTECT = [*DEFAULT_PROTECT, "/download", "/slow", "/cut", "/cookies", "/gzip"]
@@ -245,6 +248,31 @@ async def frontend_cuts_body(factory: GatewayFactory, seen: Seen) -> None:
     await seen.raw(gw.port, f"/cut?{both_query()}", *canary_lines(CANARY_SESSION))
 
 
+def malformed_answer(answer: bytes) -> Scenario:
+    """The app answers with a Set-Cookie line the parser refuses (and would quote): 502."""
+
+    async def scenario(factory: GatewayFactory, seen: Seen) -> None:
+        fake = RawUpstream(response=answer)
+        server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+        try:
+            upstream = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            gw = await quiet_gateway(factory, upstream=upstream)
+            lines = canary_lines(CANARY_SESSION)
+            assert await seen.raw(gw.port, f"/dashboard?{both_query()}", *lines) == 502
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return scenario
+
+
+# A cookie of the app's own (not the session's name, which the redactor knows by pattern).
+MALFORMED_SET_COOKIE = {
+    "no-colon": f"Set-Cookie refresh={CANARY_SET_COOKIE}",
+    "line-too-long": f"Set-Cookie: refresh={CANARY_SET_COOKIE}{'x' * 70000}",
+}
+
+
 async def websocket(factory: GatewayFactory, seen: Seen) -> None:
     gw = await quiet_gateway(factory)
     headers = {
@@ -309,6 +337,12 @@ SCENARIOS: dict[str, Scenario] = {
     "502-frontend-down": frontend_down_502,
     "504-frontend-slow": frontend_slow_504,
     "frontend-cuts-body": frontend_cuts_body,
+    **{
+        f"502-app-set-cookie-{name}": malformed_answer(
+            f"HTTP/1.1 200 OK\r\n{line}\r\nContent-Length: 2\r\n\r\nhi".encode()
+        )
+        for name, line in MALFORMED_SET_COOKIE.items()
+    },
     "websocket": websocket,
 }
 
