@@ -18,7 +18,18 @@
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-SMOKE=${COMPOSE_SMOKE:-$(dirname "$REPO")/shared/containers/compose-smoke.sh}
+# The shared tools sit beside the repository; a clone made elsewhere (e.g. /tmp) finds them beside
+# the repository it was cloned from.
+find_smoke() {
+  local origin candidate
+  candidate=$(dirname "$REPO")/shared/containers/compose-smoke.sh
+  if [[ ! -f $candidate ]]; then
+    origin=$(git -C "$REPO" config --get remote.origin.url 2>/dev/null || true)
+    [[ -d $origin ]] && candidate=$(cd "$origin/.." && pwd -P)/shared/containers/compose-smoke.sh
+  fi
+  echo "$candidate"
+}
+SMOKE=${COMPOSE_SMOKE:-$(find_smoke)}
 STATE=${COMPOSE_SMOKE_STATE:-/var/tmp/compose-smoke}
 PROJECT=${COMPOSE_SMOKE_PROJECT:-hamrah-gateway-smoke}
 SCALE_PROJECT=${COMPOSE_SMOKE_SCALE_PROJECT:-$PROJECT-scale}
@@ -39,7 +50,7 @@ FAILED=0
 STARTED=0
 CURRENT=$PROJECT   # the project the EXIT trap takes down
 
-[[ -f $SMOKE ]] || { echo "[compose_smoke] FAIL: $SMOKE not found (shared/ must sit beside the repository)" >&2; exit 1; }
+[[ -f $SMOKE ]] || { echo "[compose_smoke] FAIL: $SMOKE not found (shared/ must sit beside the repository or the one it was cloned from; or set COMPOSE_SMOKE)" >&2; exit 1; }
 command -v "$PYTHON" >/dev/null || { echo "[compose_smoke] FAIL: $PYTHON not found" >&2; exit 1; }
 cd "$REPO"
 
