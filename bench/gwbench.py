@@ -6,6 +6,7 @@ Everything here binds and connects to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -45,8 +46,14 @@ def gateway_yaml(
     validate_url: str,
     workers: int = 1,
     routes: dict[str, str] | None = None,
+    log_level: str = "info",
+    policy: bool = False,
 ) -> str:
-    """A config with every feature on: protect [/], JSON access log at info, admin listener."""
+    """A config with every feature on: protect [/], JSON access log, admin listener.
+
+    `policy` also configures a `require` rule, an optional prefix and a stripping route beside
+    the measured path, to check that they cost the cached path nothing measurable.
+    """
     lines = [
         f"listen: {LOOPBACK}:{port}",
         f"admin_listen: {LOOPBACK}:{admin_port}",
@@ -60,16 +67,18 @@ def gateway_yaml(
         "    X-Auth-User-Email: email",
         "protect:",
         "  - /",
-        "public:",
-        "  - /login",
-        "log:",
-        "  level: info",
-        "  format: json",
     ]
-    if routes:
-        lines.append("routes:")
-        for prefix, url in routes.items():
-            lines += [f"  - prefix: {prefix}", f"    upstream: {url}"]
+    if policy:
+        lines += ["  - prefix: /admin", "    require:", "      roles: {contains: admin}"]
+        lines += ["optional: [/pricing]"]
+    lines += ["public:", "  - /login", "log:", f"  level: {log_level}", "  format: json"]
+    route_lines = []
+    for prefix, url in (routes or {}).items():
+        route_lines += [f"  - prefix: {prefix}", f"    upstream: {url}"]
+    if policy:
+        route_lines += ["  - prefix: /api", f"    upstream: {upstream}", "    strip_prefix: true"]
+    if route_lines:
+        lines += ["routes:", *route_lines]
     return "\n".join(lines) + "\n"
 
 
@@ -115,13 +124,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def machine_info() -> str:
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    load = Path("/proc/loadavg").read_text().split()[:3]
+def code_revision() -> str:
+    """The gateway code a process starting now runs: the commit, and a digest of any uncommitted
+    change under gateway/ (others may be editing it while a benchmark runs)."""
     rev = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -138,11 +143,20 @@ def machine_info() -> str:
         if diff
         else ""
     )
+    return f"{rev or '?'}{dirty}"
+
+
+def machine_info() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = Path("/proc/loadavg").read_text().split()[:3]
     return (
         f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}, nproc {os.cpu_count()}, {model}, "
         f"kernel {platform.release()}, python {platform.python_version()}, "
-        f"aiohttp {aiohttp.__version__}, load {' '.join(load)}, gateway code {rev or '?'}"
-        f"{dirty}"
+        f"aiohttp {aiohttp.__version__}, load {' '.join(load)}, gateway code {code_revision()}"
     )
 
 
@@ -261,3 +275,38 @@ async def stop_gateway(gateway: Gateway, grace: float = 20.0) -> None:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    """For the shell scripts: `config ...` prints a bench config, `revision` the code revision."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("revision")
+    config = commands.add_parser("config")
+    config.add_argument("--port", type=int, required=True)
+    config.add_argument("--admin-port", type=int, required=True)
+    config.add_argument("--upstream", required=True)
+    config.add_argument("--validate-url", required=True)
+    config.add_argument("--workers", type=int, default=1)
+    config.add_argument("--log-level", default="info")
+    config.add_argument("--policy", action="store_true")
+    args = parser.parse_args()
+    if args.command == "revision":
+        print(code_revision())
+        return
+    print(
+        gateway_yaml(
+            port=args.port,
+            admin_port=args.admin_port,
+            upstream=args.upstream,
+            validate_url=args.validate_url,
+            workers=args.workers,
+            log_level=args.log_level,
+            policy=args.policy,
+        ),
+        end="",
+    )
+
+
+if __name__ == "__main__":
+    main()

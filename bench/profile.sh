@@ -76,40 +76,13 @@ done
 
 # POLICY=1: the issue-9 features configured beside the measured path (a route, an optional
 # prefix, a require rule), to check they cost the cached path nothing measurable.
-POLICY_PROTECT=""
-POLICY_EXTRA=""
-if [[ "${POLICY:-0}" == 1 ]]; then
-  POLICY_PROTECT="  - prefix: /admin
-    require:
-      roles: {contains: admin}"
-  POLICY_EXTRA="optional: [/pricing]
-routes:
-  - prefix: /api
-    upstream: http://127.0.0.1:$UP_PORT
-    strip_prefix: true"
-fi
-cat >"$OUT/gateway.yaml" <<YAML
-listen: 127.0.0.1:$GW_PORT
-admin_listen: 127.0.0.1:$ADMIN_PORT
-workers: 1
-upstream: http://127.0.0.1:$UP_PORT
-auth:
-  validate_url: http://127.0.0.1:$AUTH_PORT/api/auth/sessions/validate
-  cookie: session
-  identity_headers:
-    X-Auth-User-Id: user_id
-    X-Auth-User-Email: email
-protect:
-  - /
-$POLICY_PROTECT
-public:
-  - /login
-$POLICY_EXTRA
-log:
-  level: $LOG_LEVEL
-  format: json
-YAML
-REV="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- gateway || echo " + uncommitted changes in gateway/ (diff $(git -C "$ROOT" diff HEAD -- gateway | sha1sum | cut -c1-8))")"
+policy_flag=()
+[[ "${POLICY:-0}" == 1 ]] && policy_flag=(--policy)
+"$ROOT/.venv/bin/python" "$HERE/gwbench.py" config --port "$GW_PORT" --admin-port "$ADMIN_PORT" \
+  --upstream "http://127.0.0.1:$UP_PORT" \
+  --validate-url "http://127.0.0.1:$AUTH_PORT/api/auth/sessions/validate" \
+  --log-level "$LOG_LEVEL" "${policy_flag[@]}" >"$OUT/gateway.yaml"
+REV="$("$ROOT/.venv/bin/python" "$HERE/gwbench.py" revision)"
 if [[ -z "$GC_TUNE" ]]; then
   "$ROOT/.venv/bin/hamrah-gateway" --config "$OUT/gateway.yaml" >>"$OUT/gateway.log" 2>&1 </dev/null &
 else

@@ -46,7 +46,7 @@ for p in 18080 18081 "$GW_PORT" "$ADMIN_PORT"; do
 done
 
 code_rev() {  # the gateway code a process starting now runs (others may be editing it)
-  echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- gateway 2>/dev/null || echo " + uncommitted changes in gateway/ (diff $(git -C "$ROOT" diff HEAD -- gateway | sha1sum | cut -c1-8))")"
+  "$ROOT/.venv/bin/python" "$HERE/gwbench.py" revision
 }
 
 machine_info() {
@@ -59,27 +59,10 @@ machine_info() {
   echo "- load before start: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
-write_config() {  # N path
-  cat >"$2" <<YAML
-# bench/run.sh: every feature on (path normalization, header hygiene, JSON access log, metrics)
-listen: 127.0.0.1:$GW_PORT
-admin_listen: 127.0.0.1:$ADMIN_PORT
-workers: $1
-upstream: http://127.0.0.1:18080
-auth:
-  validate_url: http://127.0.0.1:18081/api/auth/sessions/validate
-  cookie: session
-  identity_headers:
-    X-Auth-User-Id: user_id
-    X-Auth-User-Email: email
-protect:
-  - /
-public:
-  - /login
-log:
-  level: info
-  format: json
-YAML
+write_config() {  # N path: every feature on (path normalization, header hygiene, JSON access log, metrics)
+  "$ROOT/.venv/bin/python" "$HERE/gwbench.py" config --workers "$1" --port "$GW_PORT" \
+    --admin-port "$ADMIN_PORT" --upstream http://127.0.0.1:18080 \
+    --validate-url http://127.0.0.1:18081/api/auth/sessions/validate >"$2"
 }
 
 GW_PID=""

@@ -34,10 +34,18 @@ MAX_WEBSOCKET_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class RelayResponse(web.StreamResponse):
-    """A response that adds nothing the frontend did not send (no Server, no Content-Type)."""
+    """The frontend's answer as it sent it: its end-to-end headers, nothing added (no Server, no
+    Content-Type). Hop-by-hop headers and those its Connection header names are left out."""
 
-    def __init__(self, status: int, reason: str | None, headers: CIMultiDict[str]) -> None:
-        super().__init__(status=status, reason=reason, headers=headers)
+    def __init__(self, status: int, reason: str, upstream: CIMultiDictProxy[str]) -> None:
+        super().__init__(status=status, reason=reason)
+        # Filled in place: passing a headers mapping to StreamResponse would copy it again.
+        headers = self.headers
+        named = header_tokens(upstream.getall("Connection", ()))
+        for name, value in upstream.items():
+            key = name.lower()
+            if key not in HOP_BY_HOP and key not in named:
+                headers.add(name, value)
         self._had_content_type = "Content-Type" in headers
         self._had_server = "Server" in headers
 
@@ -47,18 +55,6 @@ class RelayResponse(web.StreamResponse):
             self._headers.popall("Content-Type", None)
         if not self._had_server:
             self._headers.popall("Server", None)
-
-
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The frontend's headers less hop-by-hop ones and those its Connection header names."""
-    named = header_tokens(upstream.getall("Connection", ()))
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        key = name.lower()
-        if key in HOP_BY_HOP or key in named:
-            continue
-        out.add(name, value)
-    return out
 
 
 class Relay:
@@ -123,10 +119,9 @@ class Relay:
             raise BadRequest("a request header cannot be forwarded") from None
         try:
             message = upstream.message
-            out_headers = response_headers(message.headers)
+            response = RelayResponse(upstream.status, upstream.reason, message.headers)
             if adjust is not None:
-                adjust(out_headers)
-            response = RelayResponse(upstream.status, upstream.reason, out_headers)
+                adjust(response.headers)
             if close_after:
                 response.force_close()
             length = _content_length(message.headers)

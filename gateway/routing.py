@@ -42,26 +42,26 @@ class Pools:
 
     def __init__(self) -> None:
         self.auth = client_session(AUTH_POOL_SIZE, ("Accept", "Accept-Encoding"))
-        self._http: dict[str, UpstreamPool] = {}
-        self._websockets: dict[str, aiohttp.ClientSession] = {}
+        self._upstreams: dict[str, tuple[UpstreamPool, aiohttp.ClientSession]] = {}
 
     def upstream(self, url: str) -> tuple[UpstreamPool, aiohttp.ClientSession]:
         """The pool for plain requests to the frontend at `url`, and the session for WebSockets."""
         origin = URL(url).origin()
         key = str(origin)
-        if key not in self._http:
-            self._http[key] = UpstreamPool(origin, UPSTREAM_POOL_SIZE, UPSTREAM_IDLE_SECONDS)
+        if key not in self._upstreams:
             # The client's own headers are forwarded as they are; aiohttp adds none of its own.
             skip = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-            self._websockets[key] = client_session(UPSTREAM_POOL_SIZE, skip)
-        return self._http[key], self._websockets[key]
+            self._upstreams[key] = (
+                UpstreamPool(origin, UPSTREAM_POOL_SIZE, UPSTREAM_IDLE_SECONDS),
+                client_session(UPSTREAM_POOL_SIZE, skip),
+            )
+        return self._upstreams[key]
 
     async def close(self) -> None:
         await self.auth.close()
-        for pool in self._http.values():
+        for pool, websockets in self._upstreams.values():
             await pool.close()
-        for session in self._websockets.values():
-            await session.close()
+            await websockets.close()
 
 
 @dataclass(frozen=True, slots=True)

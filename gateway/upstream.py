@@ -191,10 +191,16 @@ class Connection(BaseProtocol):
 class Answer:
     """The head of the frontend's answer and its body, still arriving."""
 
-    status: int
-    reason: str
     message: RawResponseMessage
     body: StreamReader
+
+    @property
+    def status(self) -> int:
+        return self.message.code
+
+    @property
+    def reason(self) -> str:
+        return self.message.reason
 
 
 class Exchange:
@@ -375,7 +381,7 @@ class UpstreamPool:
             timer.cancel()
         if method == "HEAD" or message.code in _NO_BODY_STATUSES:
             payload = EMPTY_PAYLOAD
-        return Answer(message.code, message.reason, message, payload)
+        return Answer(message, payload)
 
     def release(self, connection: Connection, reusable: bool) -> None:
         """An exchange is over: keep its connection for the next one, or close it."""
