@@ -23,6 +23,13 @@ GOOD = "good-token-0123456789"
 DEFAULT_PROTECT = ["/dashboard", "/settings", "/profile", "/admin"]
 
 
+async def eventually(predicate: Callable[[], bool], deadline: float = 5.0) -> None:
+    """Poll until predicate holds; fail after the deadline."""
+    async with asyncio.timeout(deadline):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
     """A real server for a test app on a free loopback port."""
     return await serve_app(app)

@@ -14,7 +14,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 
 from tests import rawhttp
 from tests.backends import RawUpstream
-from tests.conftest import GOOD, GatewayFactory, Gw
+from tests.conftest import GOOD, GatewayFactory, Gw, eventually
 
 MiB = 1024 * 1024
 BIG = 64 * MiB
@@ -108,13 +108,6 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-async def eventually(predicate: Callable[[], bool], deadline: float = 5.0) -> None:
-    """Poll until predicate holds; fail after the deadline."""
-    async with asyncio.timeout(deadline):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def download_digest(size: int) -> str:

@@ -21,6 +21,7 @@ from yarl import URL
 
 from gateway.forwarded import Headers
 from gateway.upstream import Exchange, MalformedAnswer, UpstreamCut, UpstreamPool, _request_head
+from tests.conftest import eventually
 
 # The outer bound on anything a test waits for: a hang fails the test instead of blocking it.
 DEADLINE = 10.0
@@ -286,13 +287,6 @@ async def fetch(
             return answer.status, await answer.body.read()
         finally:
             exchange.release()
-
-
-async def eventually(predicate: Callable[[], bool]) -> None:
-    """Wait until predicate holds; fail after the deadline."""
-    async with asyncio.timeout(DEADLINE):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def ended(peer: Peer) -> None:
@@ -747,7 +741,9 @@ async def test_cancelled_request_closes_its_connection_and_frees_its_slot(rig: R
     frontend = await rig.frontend(per_connection(first, answering(ok(b"next"))))
     pool = rig.pool(frontend, limit=1)
     waiting = asyncio.ensure_future(pool.request("GET", "/", [], None, False, TIME_LIMIT))
-    await eventually(lambda: len(frontend.peers) == 1 and bool(frontend.peers[0].requests))
+    await eventually(
+        lambda: len(frontend.peers) == 1 and bool(frontend.peers[0].requests), DEADLINE
+    )
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -834,9 +830,9 @@ async def test_chunked_upload_streams_as_valid_chunks(rig: Rig) -> None:
     async with asyncio.timeout(DEADLINE):
         sent = asyncio.ensure_future(pool.request("POST", "/up", [], body, True, TIME_LIMIT))
         body.feed_data(b"hello")
-        await eventually(lambda: len(peers) == 1 and peers[0].chunks == [b"hello"])
+        await eventually(lambda: len(peers) == 1 and peers[0].chunks == [b"hello"], DEADLINE)
         body.feed_data(b" world\r\n0\r\n\r\n")
-        await eventually(lambda: len(peers[0].chunks) == 2)
+        await eventually(lambda: len(peers[0].chunks) == 2, DEADLINE)
         body.feed_eof()
         exchange, answer = await sent
         try:
@@ -903,7 +899,9 @@ async def test_failed_client_body_cuts_the_upload(rig: Rig) -> None:
     body = upload(b"partial", end=False)
     async with asyncio.timeout(DEADLINE):
         sent = asyncio.ensure_future(pool.request("POST", "/up", [], body, True, TIME_LIMIT))
-        await eventually(lambda: len(frontend.peers) == 1 and bool(frontend.peers[0].requests))
+        await eventually(
+            lambda: len(frontend.peers) == 1 and bool(frontend.peers[0].requests), DEADLINE
+        )
         body.set_exception(aiohttp.ClientPayloadError("the client went away"))
         with pytest.raises(UpstreamCut):
             await sent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ from aiohttp import WSMsgType
 from yarl import URL
 
 from tests import rawhttp
-from tests.conftest import GOOD, Gw
+from tests.conftest import GOOD, Gw, eventually
 
 DEADLINE = 10.0
 PROTECTED_WS = "/dashboard/ws"
@@ -52,13 +52,6 @@ async def greeting(ws: aiohttp.ClientWebSocketResponse) -> str:
     text: str = message.data
     assert text.startswith("hello ")
     return text
-
-
-async def eventually(predicate: Callable[[], bool], deadline: float = 5.0) -> None:
-    """Poll until predicate holds; fail after the deadline."""
-    async with asyncio.timeout(deadline):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def upgrade_request(path: str, *headers: str) -> bytes:
