@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from gateway.shared_cache import SharedCache
 
 MAX_VALIDATE_BODY_BYTES = 64 * 1024
+# A call the gateway stopped waiting for (after auth.timeout) is still work at the auth API: it
+# keeps its max_inflight slot until the API answers, or until this long has passed.
+ABANDONED_CALL_SECONDS = 30.0
 _UNSAFE_VALUE_CHARS = frozenset("\r\n\x00")
 
 log = structlog.get_logger("gateway.auth")
@@ -125,7 +128,7 @@ class AuthClient:
         self._inflight = asyncio.Semaphore(config.max_inflight)
         rate = config.unknown_session_rate
         self._limiter = None if rate is None else SlidingWindowLimiter(rate)
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._call_limit = aiohttp.ClientTimeout(total=ABANDONED_CALL_SECONDS)
 
     @property
     def config(self) -> AuthConfig:
@@ -188,6 +191,11 @@ class AuthClient:
         self._metrics.cache_entries.set(len(self._cache))
 
     async def _validate(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
+        """One call to the auth API within auth.timeout, under the max_inflight cap.
+
+        The slot is held until the API has answered, not until the gateway stops waiting: the
+        cap is on work at the API, which goes on after a timeout here.
+        """
         try:
             async with asyncio.timeout(self._config.timeout):
                 await self._inflight.acquire()
@@ -195,15 +203,23 @@ class AuthClient:
             self._metrics.auth_calls.labels("shed").inc()
             raise AuthUnavailable("too many sign-in checks are in progress") from None
         started = time.perf_counter()
-        result = "error"
+        call = asyncio.ensure_future(self._call(cookie_value, client_ip, request_id))
+        call.add_done_callback(lambda done: self._finished(done, started))
         try:
-            verdict = await self._call(cookie_value, client_ip, request_id)
-            result = "valid" if verdict.identity is not None else "denied"
-        finally:
-            self._inflight.release()
-            self._metrics.auth_calls.labels(result).inc()
-            self._metrics.auth_latency.observe(time.perf_counter() - started)
-        return verdict
+            async with asyncio.timeout(self._config.timeout):
+                return await asyncio.shield(call)
+        except TimeoutError:
+            log.warning("auth api unavailable", error="TimeoutError", request_id=request_id)
+            raise AuthUnavailable("the auth API could not be reached") from None
+
+    def _finished(self, call: asyncio.Future[Verdict], started: float) -> None:
+        self._inflight.release()
+        if call.cancelled() or call.exception() is not None:
+            result = "error"
+        else:
+            result = "valid" if call.result().identity is not None else "denied"
+        self._metrics.auth_calls.labels(result).inc()
+        self._metrics.auth_latency.observe(time.perf_counter() - started)
 
     async def _call(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
         headers = {
@@ -217,7 +233,7 @@ class AuthClient:
                 self._config.validate_url,
                 headers=headers,
                 allow_redirects=False,
-                timeout=self._timeout,
+                timeout=self._call_limit,
             ) as response:
                 status = response.status
                 set_cookies = tuple(response.headers.getall("Set-Cookie", ()))

@@ -9,7 +9,7 @@ import aiohttp
 
 from gateway.config import Rate
 from gateway.shield import SlidingWindowLimiter, retry_after
-from tests.conftest import GOOD, GatewayFactory, Gw
+from tests.conftest import GOOD, GatewayFactory, Gw, eventually
 
 FLOOD = 5000
 FLOOD_IP = "203.0.113.7"
@@ -96,3 +96,19 @@ async def test_calls_beyond_max_inflight_wait_then_get_503(gateway_factory: Gate
         results = await asyncio.gather(*(get(session, gw, f"t-{n}", "") for n in range(6)))
     assert {status for status, _ in results} == {503}
     assert gw.api.max_inflight <= 2
+
+
+async def test_a_call_given_up_on_keeps_its_slot_while_the_api_works_on_it(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A validation that timed out still counts against max_inflight until the API answers."""
+    gw = await gateway_factory(auth={"max_inflight": 1, "timeout": 0.3, "cache_ttl": 0})
+    gw.api.delay = 1.0
+    async with aiohttp.ClientSession() as session:
+        first = asyncio.ensure_future(get(session, gw, "t-first", ""))
+        await eventually(lambda: gw.api.inflight == 1)
+        # Waits for the slot past the first call's timeout, while the API still works on it.
+        second = await get(session, gw, "t-second", "")
+        assert ((await first)[0], second[0]) == (503, 503)
+    assert gw.api.max_inflight == 1
+    assert len(gw.api.calls) == 1
