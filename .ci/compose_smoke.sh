@@ -134,17 +134,21 @@ down() {
   exit "$rc"
 }
 trap down EXIT
+
+compose_up() {  # project what: build, start, wait until healthy (compose-smoke.sh), or stop here
+  local t; t=$(date +%s)
+  STARTED=1
+  if ! bash "$SMOKE" -p "$1" --timeout 120 .; then
+    fail "compose-smoke.sh: $2 did not come up healthy"
+    exit 1
+  fi
+  say "$2 up and healthy in $(elapsed "$t")"
+}
 trap 'exit 130' INT TERM
 
 # ---- 1. build + up + healthy
 say "compose up (project $PROJECT, gateway on port $GATEWAY_PORT) ..."
-t=$(date +%s)
-STARTED=1
-if ! bash "$SMOKE" -p "$PROJECT" --timeout 120 .; then
-  fail "compose-smoke.sh: the stack did not come up healthy"
-  exit 1
-fi
-say "stack up and healthy in $(elapsed "$t")"
+compose_up "$PROJECT" "the stack"
 
 gateway=$(pm ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=gateway" | head -n 1)
 [[ -n $gateway ]] || { fail "no running gateway container in project $PROJECT"; exit 1; }
@@ -218,13 +222,7 @@ take_down 0 || FAILED=1
 export COMPOSE_PROFILES=scale
 CURRENT=$SCALE_PROJECT
 say "compose up, profile scale (project $SCALE_PROJECT, load balancer on port $SCALE_PORT) ..."
-t=$(date +%s)
-STARTED=1
-if ! bash "$SMOKE" -p "$SCALE_PROJECT" --timeout 120 .; then
-  fail "compose-smoke.sh: the scale profile did not come up healthy"
-  exit 1
-fi
-say "scale stack up and healthy in $(elapsed "$t")"
+compose_up "$SCALE_PROJECT" "the scale stack"
 
 mapfile -t replicas < <(pm ps --format '{{.Names}}' --filter "label=com.docker.compose.project=$SCALE_PROJECT" --filter "label=com.docker.compose.service=gateway-scale" | sort)
 (( ${#replicas[@]} >= 2 )) || { fail "expected 2 gateway-scale replicas running, found ${#replicas[@]}"; exit 1; }

@@ -35,6 +35,7 @@ from gwbench import (
     machine_info,
     start_gateway,
     stop_gateway,
+    write_report,
 )
 
 
@@ -188,11 +189,7 @@ def main() -> None:
     parser.add_argument("--auth-delay", type=float, default=0.05, help="seconds (default 0.05)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     args = parser.parse_args()
-    report = asyncio.run(run(args))
-    out = args.out or RESULTS / f"burst-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    out.write_text(report)
-    print(report)
-    print(f"written: {out}")
+    write_report("burst", asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -273,6 +273,14 @@ async def stop_gateway(gateway: Gateway, grace: float = 20.0) -> None:
         await gateway.proc.wait()
 
 
+def write_report(kind: str, report: str, out: Path | None = None) -> None:
+    """Print a report and keep it as results/<kind>-<timestamp>.md (or `out`)."""
+    out = out or RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    out.write_text(report)
+    print(report)
+    print(f"written: {out}")
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

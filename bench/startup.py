@@ -29,6 +29,7 @@ from gwbench import (
     start_gateway,
     status_kib,
     stop_gateway,
+    write_report,
 )
 
 POLL = 0.005
@@ -139,11 +140,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    report = asyncio.run(run(args))
-    out = RESULTS / f"startup-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    out.write_text(report)
-    print(report)
-    print(f"written: {out}")
+    write_report("startup", asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

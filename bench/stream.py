@@ -44,6 +44,7 @@ from gwbench import (
     start_gateway,
     status_kib,
     stop_gateway,
+    write_report,
 )
 
 COOKIE = "session=STREAMTOKEN"
@@ -361,11 +362,7 @@ def main() -> None:
     if args.sink is not None:
         run_sink(args.sink)
         return
-    report = asyncio.run(run(args))
-    out = RESULTS / f"stream-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    out.write_text(report)
-    print(report)
-    print(f"written: {out}")
+    write_report("stream", asyncio.run(run(args)))
 
 
 if __name__ == "__main__":
