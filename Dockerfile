@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # hamrah-gateway image: two stages.
-#   builder  installs the dependencies and the gateway wheel into a virtualenv at /opt/venv
+#   builder  installs the runtime part of uv.lock and the gateway wheel into a virtualenv at
+#            /opt/venv (hash-checked, the same versions as CI and ./quickstart)
 #   runtime  python:3.11-slim plus that venv and a default config; no pip cache, no compilers,
 #            no tests, runs as uid 10001
 #
@@ -21,32 +22,38 @@ FROM ${PYTHON_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=python3 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
 
 # binutils for strip(1): the wheels' extension modules ship with symbols (uvloop alone is 13 MB
 # of them). Only this stage has it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends binutils \
  && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/venv
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: this layer is reused until they change, so a
-# code change rebuilds only the small wheel below. Their extension modules lose their symbols.
-COPY pyproject.toml ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > /tmp/requirements.txt \
- && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
+# uv, hash-checked from the same pin ./quickstart uses, in a venv of its own that the runtime
+# stage never sees.
+COPY requirements/uv.txt requirements/uv.txt
+RUN python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install -q --require-hashes --no-deps -r requirements/uv.txt
+
+# The runtime part of uv.lock (no test or bench extras), every hash checked, never re-resolved
+# (--frozen): the image runs the versions CI tested. From the lock and pyproject.toml alone, so
+# this layer is reused until they change and a code change rebuilds only the small step below.
+# Their extension modules lose their symbols.
+COPY pyproject.toml uv.lock ./
+RUN /opt/uv/bin/uv sync -q --frozen --no-install-project \
  && find /opt/venv -name '*.so' -type f -exec strip --strip-unneeded {} +
 
-# The package itself, as a wheel (the build backend runs in pip's isolated build env, which is
-# thrown away), installed without touching the dependencies again; then the bundled config is
-# validated, and pip and setuptools go: build tools the running gateway needs neither of.
+# The package itself, as a wheel (not editable: /src is not in the runtime stage), without
+# touching the dependencies again; then the bundled config is validated.
 COPY . .
-RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/dist . \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/*.whl \
- && /opt/venv/bin/hamrah-gateway --check --config config/gateway.docker.yaml \
- && /opt/venv/bin/pip uninstall -y -q setuptools pip
+RUN /opt/uv/bin/uv sync -q --frozen --no-editable \
+ && /opt/venv/bin/hamrah-gateway --check --config config/gateway.docker.yaml
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -40,6 +40,8 @@ BASE_IMAGE=python:3.11-slim
 # (Debian's python3 with pip and headers), so the total printed here overstates the real one.
 OWN_LIMIT_MB=${OWN_LIMIT_MB:-60}
 PYTHON=${PYTHON:-python3}
+# uv (installed by ./quickstart) reads the lock for the image check below.
+UV=${UV:-$REPO/.uv/bin/uv}
 T0=$(date +%s)
 
 say() { printf '[compose_smoke] %s\n' "$*"; }
@@ -166,6 +168,44 @@ own=$(( total - base ))
 if (( own <= OWN_LIMIT_MB )); then
   say "image $IMAGE: $total MB = $base MB $BASE_IMAGE (the local stand-in) + $own MB own layers (limit $OWN_LIMIT_MB MB); user $user"
 else fail "image $IMAGE adds $own MB to $BASE_IMAGE, over the $OWN_LIMIT_MB MB limit"; fi
+
+# The image runs the runtime part of uv.lock: every distribution in its venv at the version the
+# lock names for the image's Python (markers evaluated there), none missing, none extra.
+if image_env=$(pm exec "$gateway" python -c '
+import importlib.metadata as m, json, os, platform, sys
+print(json.dumps({
+    "environment": {
+        "implementation_name": sys.implementation.name, "os_name": os.name,
+        "platform_machine": platform.machine(), "platform_python_implementation":
+        platform.python_implementation(), "platform_system": platform.system(),
+        "python_full_version": platform.python_version(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
+    },
+    "installed": {d.metadata["Name"]: d.version for d in m.distributions()},
+}))' 2>&1) && locked=$("$UV" export -q --frozen --no-hashes --no-emit-project --no-header --format requirements-txt 2>&1); then
+  if verdict=$("$REPO/.venv/bin/python" - "$image_env" "$locked" <<'PY'
+import json, sys
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as norm
+seen = json.loads(sys.argv[1])
+image = {norm(n): v for n, v in seen["installed"].items() if norm(n) != "hamrah-gateway"}
+lock = {}
+for line in sys.argv[2].splitlines():
+    if line.strip() and not line.lstrip().startswith("#"):
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate(seen["environment"]):
+            lock[norm(req.name)] = str(req.specifier).removeprefix("==")
+wrong = {n: (image.get(n), v) for n, v in lock.items() if image.get(n) != v}
+extra = sorted(set(image) - set(lock))
+print(", ".join(f"{n} {v}" for n, v in sorted(image.items())))
+if wrong or extra:
+    sys.exit(f"image vs lock: {wrong} extra: {extra}")
+PY
+  ); then say "image runs exactly the locked runtime set (Python $(sed 's/.*"python_full_version": "\([^"]*\)".*/\1/' <<<"$image_env")): $verdict"
+  else fail "the image's Python distributions differ from uv.lock: $verdict"; fi
+else
+  fail "could not list the image's distributions or export uv.lock: $image_env $locked"
+fi
 
 # /readyz: the gateway reaches the frontend and the auth API by their service names.
 if ready=$(pm exec "$gateway" python -c '

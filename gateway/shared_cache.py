@@ -265,7 +265,7 @@ class SharedCache:
                 self._mark_down(exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                    await pubsub.aclose()
             self._first_attempt.set()
             await asyncio.sleep(self._retry_interval)
 
