@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
-
-from gateway.errors import BadRequest
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 MAX_SESSION_COOKIE_BYTES = 4096
 
@@ -14,14 +13,22 @@ MAX_SESSION_COOKIE_BYTES = 4096
 _COOKIE_OCTETS = frozenset(chr(c) for c in range(0x21, 0x7F) if chr(c) not in {'"', ",", ";", "\\"})
 
 
-def mentions(cookie_headers: Iterable[str], name: str) -> list[str]:
-    """Every value any lenient parser could read for `name`: after `;`, `,` or white space.
+@dataclass(frozen=True, slots=True)
+class SessionCookie:
+    """What the Cookie headers say about the session: the value, or why it cannot be used.
 
-    Used to refuse a second copy hidden inside another cookie's value (`a=1, session=x`), which
-    some frameworks split out and read, and to redact every such value before anything is logged.
+    `mentions` is every value any lenient parser could read for the name (after `;`, `,` or white
+    space), so each can be redacted from the logs before anything refuses the request; more than
+    one refuses it, since some frameworks split a copy hidden inside another cookie's value
+    (`a=1, session=x`) out and read it.
     """
-    pattern = _mention_pattern(name)
-    return [m.group(1) for header in cookie_headers for m in pattern.finditer(header)]
+
+    value: str | None
+    mentions: tuple[str, ...]
+    problem: str | None = None
+
+
+NO_COOKIE = SessionCookie(None, ())
 
 
 @functools.lru_cache(maxsize=8)
@@ -29,32 +36,35 @@ def _mention_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?:^|[;,\s]){re.escape(name)}\s*=\s*([^;,\s]*)")
 
 
-def find_session(cookie_headers: Iterable[str], name: str) -> str | None:
-    """Return the value of cookie `name`, None when absent or empty.
+def scan_cookies(cookie_headers: Sequence[str], name: str) -> SessionCookie:
+    """The session cookie `name` exactly as the frontend will read it: None when absent or empty.
 
-    Raises BadRequest when the value is ambiguous (the name twice, as browsers send for cookies
-    set on two paths or domains, where each framework picks a different one) or malformed (a value a
+    A problem is set when the value is ambiguous (the name twice, as browsers send for cookies set
+    on two paths or domains, where each framework picks a different one) or malformed (a value a
     strict parser drops and a lax one keeps), so what is validated is what the frontend reads.
     """
-    headers = list(cookie_headers)
-    if len(mentions(headers, name)) > 1:
-        raise BadRequest("the session cookie is sent more than once")
+    if not cookie_headers:
+        return NO_COOKIE
+    pattern = _mention_pattern(name)
+    mentions = tuple(m.group(1) for header in cookie_headers for m in pattern.finditer(header))
+    if len(mentions) > 1:
+        return SessionCookie(None, mentions, "the session cookie is sent more than once")
     found: str | None = None
     seen = False
-    for header in headers:
+    for header in cookie_headers:
         for pair in header.split(";"):
             key, sep, value = pair.partition("=")
             if not sep or key.strip(" \t") != name:
                 continue
             if seen:
-                raise BadRequest("the session cookie is sent more than once")
+                return SessionCookie(None, mentions, "the session cookie is sent more than once")
             seen = True
             found = value.strip(" \t")
     if not found:
-        return None
+        return SessionCookie(None, mentions)
     if len(found) > MAX_SESSION_COOKIE_BYTES:
-        raise BadRequest("the session cookie is too large")
+        return SessionCookie(None, mentions, "the session cookie is too large")
     bare = found[1:-1] if len(found) >= 2 and found[0] == found[-1] == '"' else found
     if not bare or not _COOKIE_OCTETS.issuperset(bare):
-        raise BadRequest("the session cookie is malformed")
-    return found
+        return SessionCookie(None, mentions, "the session cookie is malformed")
+    return SessionCookie(found, mentions)

@@ -71,6 +71,8 @@ WEBSOCKET_HANDSHAKE = frozenset(
         "sec-websocket-accept",
     }
 )
+# What the gateway's listener speaks, told to the app as X-Forwarded-Proto.
+SCHEME = "http"
 MAX_REQUEST_ID_LENGTH = 128
 # Generated ids need to be unique, not secret: a random per-process prefix and a counter cost no
 # system call per request (os.urandom did).
@@ -111,14 +113,8 @@ class Forwarding:
 class HeaderPolicy:
     """Builds the upstream request's headers from the client's."""
 
-    def __init__(
-        self,
-        trusted_proxies: Sequence[Network],
-        identity_headers: Iterable[str],
-        scheme: str = "http",
-    ) -> None:
+    def __init__(self, trusted_proxies: Sequence[Network], identity_headers: Iterable[str]) -> None:
         self._trusted = tuple(trusted_proxies)
-        self._scheme = scheme
         managed = HOP_BY_HOP | URL_OVERRIDES | FORWARDING | UNTRUSTED_ONLY | GATEWAY_SET
         self._identity = frozenset(_header_key(h) for h in identity_headers)
         self._always_drop = managed | self._identity
@@ -164,10 +160,12 @@ class HeaderPolicy:
         headers: CIMultiDictProxy[str],
         forwarding: Forwarding,
         request_id: str,
+        identity: Iterable[tuple[str, str]] = (),
         *,
         websocket: bool = False,
     ) -> Headers:
-        """The client's headers, cleaned, with the gateway's forwarding headers added."""
+        """The client's headers, cleaned, then the gateway's own: forwarding, request id and the
+        session's identity (only ever set here, after every client copy was dropped)."""
         drop = self._trusted_drop if forwarding.trusted else self._untrusted_drop
         if websocket:
             drop = drop | WEBSOCKET_HANDSHAKE
@@ -187,8 +185,14 @@ class HeaderPolicy:
             out.append(("Host", host))
         out.append(("X-Forwarded-For", forwarding.forwarded_for))
         if not forwarding.trusted or "X-Forwarded-Proto" not in headers:
-            out.append(("X-Forwarded-Proto", self._scheme))
+            out.append(("X-Forwarded-Proto", SCHEME))
         if host is not None and (not forwarding.trusted or "X-Forwarded-Host" not in headers):
             out.append(("X-Forwarded-Host", host))
         out.append(("X-Request-ID", request_id))
+        out.extend(identity)
         return out
+
+
+def header_tokens(values: Iterable[str]) -> set[str]:
+    """Lower-cased comma-separated tokens of a list-valued header."""
+    return {token.strip().lower() for value in values for token in value.split(",")}

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import orjson
@@ -34,21 +34,29 @@ STDLIB_LOGGERS = ("aiohttp", "asyncio", "redis")
 _request_secrets: ContextVar[tuple[str, ...]] = ContextVar("request_secrets", default=())
 
 
-@dataclass(slots=True)
-class RequestInfo:
-    """What the access line says about one request; filled in as the request moves along."""
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    """What the access line says about one request, assembled once when its handler is done."""
 
     request_id: str
     client_ip: str
     path: str
-    query: str = ""
-    auth: str = "public"
-    upstream_status: int | None = None
-    error: str | None = None
-    secrets: tuple[str, ...] = field(default=())
+    query: str
+    auth: str
+    upstream_status: int | None
+    error: str | None
+    secrets: tuple[str, ...]
 
 
-REQUEST_INFO_KEY: web.RequestKey[RequestInfo] = web.RequestKey("gateway.request_info", RequestInfo)
+RECORD_KEY: web.RequestKey[AccessRecord] = web.RequestKey("gateway.access_record", AccessRecord)
+
+
+def bind_request(request_id: str, secrets: tuple[str, ...]) -> None:
+    """Bind this request's id to every line logged while it is served (structlog contextvars;
+    aiohttp runs each request in a task of its own, so nothing leaks into the next one), and
+    remember its secret values for redaction."""
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    bind_secrets(secrets)
 
 
 def bind_secrets(values: Iterable[str]) -> None:
@@ -176,6 +184,8 @@ class _AccessSink:
         self.redactor = redactor
         self._lines: list[str] = []
         self._scheduled = False
+        self._second = -1
+        self._second_text = ""
 
     def write(self, line: str) -> None:
         self._lines.append(line)
@@ -198,13 +208,39 @@ class _AccessSink:
             self.stream.write(text)
             self.stream.flush()
 
+    def access(self, fields: dict[str, Any], secrets: tuple[str, ...]) -> None:
+        """The per-request JSON line, built directly: the same fields and redaction as the
+        structlog chain at a tenth of its cost, since it is paid on every request. Only the
+        fields that can carry client text (path, query, error) need scrubbing; the others are
+        validated values."""
+        scrub = self.redactor.scrub
+        fields["path"] = scrub(fields["path"], secrets)
+        fields["query"] = scrub(fields["query"], secrets)
+        if fields["error"] is not None:
+            fields["error"] = scrub(fields["error"], secrets)
+        fields["event"] = "request"
+        fields["level"] = "info"
+        fields["timestamp"] = self._timestamp()
+        self.write(orjson.dumps(fields).decode() + "\n")
+
+    def _timestamp(self) -> str:
+        """ISO 8601 UTC with microseconds, as structlog writes it; the date part is built once a
+        second rather than on every line."""
+        now = time.time()
+        whole = int(now)
+        if self._second != whole:
+            self._second = whole
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        return f"{self._second_text}.{int((now - whole) * 1_000_000):06d}Z"
+
 
 ACCESS_FLUSH_SECONDS = 0.05
 ACCESS_BUFFER_LINES = 256
 
 
 # Set by configure_logging; None means the access line goes through structlog (console format,
-# or a level above info where it is dropped there).
+# or a level above info where it is dropped there). Process-wide, as structlog's own
+# configuration is: every listener of the process writes to the one destination.
 _access_sink: _AccessSink | None = None
 
 
@@ -217,68 +253,50 @@ def flush_access_log() -> None:
 atexit.register(flush_access_log)
 
 
-def _write_access_line(
-    sink: _AccessSink, method: str, status: int, seconds: float, info: RequestInfo
-) -> None:
-    """The per-request JSON line, built directly: the same fields and redaction as the structlog
-    chain at a tenth of its cost, since it is paid on every request. Only the fields that can
-    carry client text (path, query, error) need scrubbing; the others are validated values."""
-    scrub = sink.redactor.scrub
-    secrets = info.secrets
-    line = orjson.dumps(
-        {
-            "method": method,
-            "path": scrub(info.path, secrets),
-            "query": scrub(info.query, secrets),
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "client_ip": info.client_ip,
-            "request_id": info.request_id,
-            "auth": info.auth,
-            "upstream_status": info.upstream_status,
-            "error": None if info.error is None else scrub(info.error, secrets),
-            "event": "request",
-            "level": "info",
-            "timestamp": _timestamp(),
-        }
-    )
-    sink.write(line.decode() + "\n")
+def _fields(method: str, status: int, seconds: float, record: AccessRecord) -> dict[str, Any]:
+    """The access line's fields, in the order they are written."""
+    return {
+        "method": method,
+        "path": record.path,
+        "query": record.query,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "client_ip": record.client_ip,
+        "request_id": record.request_id,
+        "auth": record.auth,
+        "upstream_status": record.upstream_status,
+        "error": record.error,
+    }
 
 
-_second: list[object] = [-1, ""]
+RequestObserver = Callable[[int, "AccessRecord | None", float], None]
 
 
-def _timestamp() -> str:
-    """ISO 8601 UTC with microseconds, as structlog writes it; the date part is built once a
-    second rather than on every line."""
-    now = time.time()
-    whole = int(now)
-    if _second[0] != whole:
-        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+class AccessLog:
+    """What aiohttp is handed as its access "logger" object (the `access_log` server setting):
+    it carries the observer that counts every finished request into the metrics."""
 
-
-RequestObserver = Callable[[int, "RequestInfo | None", float], None]
+    def __init__(self, observer: RequestObserver | None = None) -> None:
+        self.observer = observer
 
 
 class AccessLogger(AbstractAccessLogger):
     """aiohttp's access logger replaced by one structured, redacted line per request.
 
     It sees every finished request, including those the parser refused, so it is also where
-    request metrics are counted (`observer`).
+    request metrics are counted (the AccessLog's observer).
     """
-
-    observer: RequestObserver | None = None
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
+        self._observer = logger.observer if isinstance(logger, AccessLog) else None
         self._log = structlog.get_logger("gateway.access")
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        info: RequestInfo | None = request.get(REQUEST_INFO_KEY)
-        if self.observer is not None:
-            self.observer(response.status, info, time)
-        if info is None:
+        record: AccessRecord | None = request.get(RECORD_KEY)
+        if self._observer is not None:
+            self._observer(response.status, record, time)
+        if record is None:
             # The parser refused the request before the gateway saw it: log what is safe to.
             self._log.info(
                 "request",
@@ -289,25 +307,14 @@ class AccessLogger(AbstractAccessLogger):
                 auth="none",
             )
             return
+        fields = _fields(request.method, response.status, time, record)
         sink = _access_sink
         if sink is not None:
-            _write_access_line(sink, request.method, response.status, time, info)
+            sink.access(fields, record.secrets)
             return
-        token = _request_secrets.set(info.secrets)
+        token = _request_secrets.set(record.secrets)
         try:
-            self._log.info(
-                "request",
-                method=request.method,
-                path=info.path,
-                query=info.query,
-                status=response.status,
-                duration_ms=round(time * 1000, 3),
-                client_ip=info.client_ip,
-                request_id=info.request_id,
-                auth=info.auth,
-                upstream_status=info.upstream_status,
-                error=info.error,
-            )
+            self._log.info("request", **fields)
         finally:
             _request_secrets.reset(token)
 

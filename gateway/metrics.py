@@ -17,7 +17,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from gateway.logs import RequestInfo
+from gateway.logs import AccessRecord
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -96,8 +96,8 @@ class Metrics:
     def cache_lookup(self, hit: bool) -> None:
         (self._cache_hit if hit else self._cache_miss).inc()
 
-    def observe_request(self, status: int, info: RequestInfo | None, seconds: float) -> None:
-        auth = info.auth if info is not None else "none"
+    def observe_request(self, status: int, record: AccessRecord | None, seconds: float) -> None:
+        auth = record.auth if record is not None else "none"
         key = (status // 100, auth)
         child = self._request_children.get(key)
         if child is None:

@@ -11,7 +11,7 @@ whatever a lenient frontend later does to the forwarded path, it lands on the sa
 import re
 import string
 from collections.abc import Iterable
-from typing import ClassVar, Generic, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 __all__ = ["PathError", "PrefixTable", "match_key", "normalize_path", "split_target"]
@@ -22,8 +22,6 @@ T = TypeVar("T")
 class PathError(ValueError):
     """A request target that cannot be normalized without ambiguity; the gateway answers 400 with
     str(exc) as the reason."""
-
-    status: ClassVar[int] = 400
 
 
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
@@ -91,10 +89,11 @@ def _decode_escape(match: re.Match[str]) -> str:
     return match.group(0)
 
 
-def split_target(raw_target: str) -> tuple[str, str]:
+def split_target(raw_target: str) -> tuple[str, str | None]:
     """Split a raw HTTP request target into (raw_path, raw_query).
 
-    raw_query excludes the '?' and is '' when absent. Absolute-form targets ('http://host/x?y',
+    raw_query excludes the '?'; it is None when there is no '?' at all and '' for an empty query
+    ("/x?"), which is still forwarded as it came. Absolute-form targets ('http://host/x?y',
     'https://...', scheme case-insensitive) give the path part only ('/' when the authority has
     no path); the host is discarded because routing must never depend on a client-chosen host
     hidden in the request line. A '#', '*', or a target that does not start with '/' (after
@@ -113,8 +112,8 @@ def split_target(raw_target: str) -> tuple[str, str]:
         target = raw_target
     if not target.startswith("/"):
         raise PathError("request target does not start with '/'")
-    path, _, query = target.partition("?")
-    return path, query
+    path, mark, query = target.partition("?")
+    return path, query if mark else None
 
 
 def normalize_path(raw_path: str) -> str:

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
 
 import aiohttp
 import structlog
 from aiohttp import WSMsgType, web
 from aiohttp.streams import StreamReader
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.aiohttp_internals import OmitsDefaultHeaders, head_with_body
 from gateway.errors import BadRequest, BadRequestBody, UpstreamTimeout, UpstreamUnreachable
-from gateway.forwarded import HOP_BY_HOP, Headers
+from gateway.forwarded import HOP_BY_HOP, Headers, header_tokens
 from gateway.metrics import Metrics
+from gateway.responses import AS_SENT, AnswerRules, error_response
 from gateway.upstream import MalformedAnswer, UnsendableRequest, UpstreamCut, UpstreamPool
 
 log = structlog.get_logger("gateway.proxy")
@@ -33,7 +34,7 @@ _UNSENDABLE_CLOSE_CODES = {1005: 1000, 1006: 1011, 1015: 1011}
 MAX_WEBSOCKET_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class RelayResponse(web.StreamResponse):
+class RelayResponse(OmitsDefaultHeaders):
     """The frontend's answer as it sent it: its end-to-end headers, nothing added (no Server, no
     Content-Type). Hop-by-hop headers and those its Connection header names are left out."""
 
@@ -46,15 +47,6 @@ class RelayResponse(web.StreamResponse):
             key = name.lower()
             if key not in HOP_BY_HOP and key not in named:
                 headers.add(name, value)
-        self._had_content_type = "Content-Type" in headers
-        self._had_server = "Server" in headers
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        if not self._had_content_type:
-            self._headers.popall("Content-Type", None)
-        if not self._had_server:
-            self._headers.popall("Server", None)
 
 
 class Relay:
@@ -97,8 +89,7 @@ class Relay:
         request: web.BaseRequest,
         target: str,
         headers: Headers,
-        adjust: Callable[[CIMultiDict[str]], None] | None = None,
-        close_after: bool = False,
+        answer: AnswerRules = AS_SENT,
     ) -> web.StreamResponse:
         """Relay one exchange; failures before the first byte raise, for a clean answer."""
         body = request.content if request.body_exists else None
@@ -120,9 +111,8 @@ class Relay:
         try:
             message = upstream.message
             response = RelayResponse(upstream.status, upstream.reason, message.headers)
-            if adjust is not None:
-                adjust(response.headers)
-            if close_after:
+            answer.apply(response.headers)
+            if answer.close:
                 response.force_close()
             length = _content_length(message.headers)
             if length is not None and length <= SMALL_BODY_BYTES and not message.chunked:
@@ -135,8 +125,7 @@ class Relay:
                     raise UpstreamUnreachable(
                         f"the application broke off its answer ({type(exc).__name__})"
                     ) from None
-                # Headers and body leave in one write (one syscall) instead of two.
-                response._send_headers_immediately = False
+                head_with_body(response)
                 await response.prepare(request)
                 await response.write_eof(payload)
                 return response
@@ -174,6 +163,7 @@ class Relay:
         target: str,
         headers: Headers,
         registry: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse],
+        request_id: str,
     ) -> web.StreamResponse:
         """Proxy a WebSocket: frames, pings and close codes pass through unchanged."""
         protocols = [
@@ -194,8 +184,9 @@ class Relay:
                     max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
                 )
         except aiohttp.WSServerHandshakeError as exc:
-            # The application refused the upgrade: pass its status on.
-            return web.Response(status=exc.status, text="websocket refused by the application\n")
+            # The application refused the upgrade: its status, in the gateway's own answer.
+            reason = "the application refused the WebSocket"
+            return error_response(request.headers, exc.status, reason, request_id)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._failure(exc) from None
         client = web.WebSocketResponse(
@@ -273,8 +264,3 @@ async def _pump_both(
 def _content_length(headers: CIMultiDictProxy[str]) -> int | None:
     value = headers.get("Content-Length")
     return int(value) if value is not None and value.isdigit() else None
-
-
-def header_tokens(values: Iterable[str]) -> set[str]:
-    """Lower-cased comma-separated tokens of a list-valued header."""
-    return {token.strip().lower() for value in values for token in value.split(",")}

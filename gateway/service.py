@@ -16,8 +16,9 @@ from yarl import URL
 
 from gateway.admin import build_control_app
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.handler import Runtime
 from gateway.logs import REDACTED, configure_logging, flush_access_log
-from gateway.server import RunningGateway, Runtime, start_gateway
+from gateway.server import RunningGateway, start_gateway
 
 log = structlog.get_logger("gateway.service")
 

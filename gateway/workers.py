@@ -16,17 +16,18 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
-from aiohttp import web
 from prometheus_client import multiprocess
 
-from gateway.admin import NOT_READY, RevokeRefused, build_admin_app
+from gateway.admin import NOT_READY, RevokeRefused
 from gateway.cache import CookieHasher
 from gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
+from gateway.lifecycle import start_admin, start_shared_cache
 from gateway.logs import configure_logging
 from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.service import run_loop, stop_on_signals
@@ -85,36 +86,20 @@ class Supervisor:
         stop = asyncio.Event()
         stop_on_signals(stop)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
-        cache = self.config.auth.cache
-        if cache.backend == "redis" and cache.url is not None:
-            from gateway.shared_cache import SharedCache
-
-            self.shared = SharedCache(cache.url, on_revoke=lambda _digest: None)
-            await self.shared.start()
-        for index in range(self.count):
-            await self._spawn(index)
-        admin = await self._start_admin()
-        log.info("supervisor started", workers=self.count, pid=os.getpid())
-        try:
+        async with AsyncExitStack() as stack:
+            stack.callback(shutil.rmtree, self.home, ignore_errors=True)
+            # The supervisor's own Redis connection makes the one shared revocation; the workers
+            # hear of it (and of other replicas' revocations) on their own subscriptions.
+            self.shared = await start_shared_cache(stack, self.config, lambda _digest: None)
+            stack.push_async_callback(self._stop_workers)
+            for index in range(self.count):
+                await self._spawn(index)
+            if self.config.admin_address is not None:
+                await start_admin(stack, self, self.config.admin_address)
+            log.info("supervisor started", workers=self.count, pid=os.getpid())
             await stop.wait()
-        finally:
-            await self._stop_workers()
-            if admin is not None:
-                await admin.cleanup()
-            if self.shared is not None:
-                await self.shared.close()
-            shutil.rmtree(self.home, ignore_errors=True)
         log.info("supervisor stopped")
         return 0
-
-    async def _start_admin(self) -> web.AppRunner | None:
-        address = self.config.admin_address
-        if address is None:
-            return None
-        runner = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, address.host, address.port).start()
-        return runner
 
     async def _spawn(self, index: int) -> None:
         env = dict(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cookies import MAX_SESSION_COOKIE_BYTES, find_session
-from gateway.errors import BadRequest
+from gateway.cookies import MAX_SESSION_COOKIE_BYTES, scan_cookies
 
 
 @pytest.mark.parametrize(
@@ -31,7 +30,8 @@ from gateway.errors import BadRequest
 )
 def test_finds_exactly_the_named_cookie(headers: list[str], expected: str | None) -> None:
     """Only the exact cookie name counts; empty is absent; look-alikes are not the session."""
-    assert find_session(headers, "session") == expected
+    found = scan_cookies(headers, "session")
+    assert (found.value, found.problem) == (expected, None)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +62,19 @@ def test_finds_exactly_the_named_cookie(headers: list[str], expected: str | None
     ],
 )
 def test_ambiguous_or_malformed_session_is_refused(headers: list[str]) -> None:
-    """A duplicated, malformed or oversized session cookie is a 400, never a guess."""
-    with pytest.raises(BadRequest):
-        find_session(headers, "session")
+    """A duplicated, malformed or oversized session cookie is refused, never a guess."""
+    found = scan_cookies(headers, "session")
+    assert found.value is None and found.problem is not None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (["a=1, session=x; b=2"], ("x",)),
+        (["session=a; session=b"], ("a", "b")),
+        (["theme=dark"], ()),
+    ],
+)
+def test_every_lenient_reading_is_a_mention(headers: list[str], expected: tuple[str, ...]) -> None:
+    """Each value a lenient parser could read for the name is listed, for redaction."""
+    assert scan_cookies(headers, "session").mentions == expected

@@ -1,0 +1,53 @@
+"""Every use of aiohttp's private internals, in one place.
+
+aiohttp's public API has no way to (1) see that a malformed chunk was queued while the body is
+being relayed, (2) send a response's head and body in one write, (3) leave out the headers it adds
+on its own (Server, Content-Type), or (4) tell "too many headers" from other parse errors. The
+gateway needs all four; each is reached here only, and tests/test_aiohttp_internals.py fails
+loudly when an aiohttp upgrade changes one of them (aiohttp is pinned to 3.14.x for this and for
+gateway/upstream.py).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+
+# aiohttp's parser error text for a request with more headers than max_headers.
+TOO_MANY_HEADERS_TEXT = "Too many headers"
+
+
+def queued_messages(handler: RequestHandler) -> int:
+    """How many parsed messages (requests or parse errors) wait on this connection."""
+    return len(handler._messages)
+
+
+def parse_error_queued(handler: RequestHandler, since: int) -> bool:
+    """Whether a parse error was queued after the first `since` messages: aiohttp only queues
+    it for the next request, while the current one still waits on its body."""
+    return any(isinstance(message, _ErrInfo) for message, _ in list(handler._messages)[since:])
+
+
+def too_many_headers(exc: BadHttpMessage) -> bool:
+    """aiohttp raises a plain BadHttpMessage for it, told apart only by its text."""
+    return TOO_MANY_HEADERS_TEXT in str(exc)
+
+
+def head_with_body(response: web.StreamResponse) -> None:
+    """Hold the head back until the first body write, so both leave in one syscall."""
+    response._send_headers_immediately = False
+
+
+class OmitsDefaultHeaders(web.StreamResponse):
+    """A response that sends none of the `OMITTED` headers aiohttp adds when they are missing
+    (Server with its version, a guessed Content-Type) unless they were set before prepare()."""
+
+    OMITTED: tuple[str, ...] = ("Server", "Content-Type")
+
+    async def _prepare_headers(self) -> None:
+        headers = self.headers
+        missing = [name for name in self.OMITTED if name not in headers]
+        await super()._prepare_headers()
+        for name in missing:
+            self._headers.popall(name, None)

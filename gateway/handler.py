@@ -1,0 +1,171 @@
+"""The request path, assembled in one place.
+
+Each stage takes plain values and hands the next one a value; none writes to shared state:
+
+    read (gateway/request.py)  ->  decide (gateway/decision.py)  ->  build the outbound request
+    (gateway/outbound.py)  ->  relay (gateway/proxy.py)  ->  log (gateway/logs.py)
+
+The order is the security model:
+1. Read first, and refuse what cannot be read without ambiguity (version, header sizes, target,
+   cookie) before any work is done for it; the request id, client address and secrets are known
+   from here on, so even the earliest refusal and every log line carry and redact them.
+2. Decide on the normalized path (the same path routing uses); nothing is sent to the app before
+   that decision, and nothing after it can change the outcome.
+3. Build the app's request: every header the gateway sets is stripped in every spelling, then set.
+4. Relay, streaming both ways.
+5. Log once, from the values the stages returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from gateway.auth import AuthClient, Outcome
+from gateway.config import GatewayConfig
+from gateway.decision import Decision, SignInRequired, decide
+from gateway.errors import GatewayError
+from gateway.forwarded import HeaderPolicy
+from gateway.logs import RECORD_KEY, AccessRecord, bind_request
+from gateway.metrics import Metrics
+from gateway.outbound import build_outbound
+from gateway.paths import PrefixTable
+from gateway.policy import PUBLIC_RULE, Rule, build_rules
+from gateway.request import ClientRequest, RequestReader
+from gateway.responses import SignIn, error_response, sign_in_response
+from gateway.routing import Pools, Router
+
+if TYPE_CHECKING:
+    # Imported where it is used: redis costs 7 MiB of memory a gateway without it need not pay.
+    from gateway.shared_cache import SharedCache
+
+# A request answered before a decision was made (it could not be read) is logged as public.
+UNDECIDED = Decision(Outcome.PUBLIC)
+
+
+@dataclass
+class Runtime:
+    """Everything built from one config: rules, routes, policies. Swapped whole on reload."""
+
+    config: GatewayConfig
+    reader: RequestReader
+    rules: PrefixTable[Rule]
+    policy: HeaderPolicy
+    auth: AuthClient
+    router: Router
+    sign_in: SignIn
+
+    @classmethod
+    def build(
+        cls,
+        config: GatewayConfig,
+        pools: Pools,
+        metrics: Metrics,
+        shared: SharedCache | None = None,
+    ) -> Runtime:
+        policy = HeaderPolicy(config.trusted_networks, config.auth.identity_headers)
+        login_path, _, login_query = config.login_url.partition("?")
+        return cls(
+            config=config,
+            reader=RequestReader(policy, config.auth.cookie, config.max_header_bytes),
+            rules=build_rules(config),
+            policy=policy,
+            auth=AuthClient(config.auth, pools.auth, metrics, shared),
+            router=Router(config, pools, metrics),
+            sign_in=SignIn(login_path, login_query, config.auth.cookie),
+        )
+
+
+class Gateway:
+    """The request handler: the stages above, in their order."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        # Relayed WebSockets (client side -> upstream side), closed with 1001 on shutdown.
+        self.websockets: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse] = {}
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        rt = self.runtime
+        headers = request.headers
+        client = rt.reader.read(
+            request.method,
+            request.raw_path,
+            request.version,
+            headers,
+            request.raw_headers,
+            request.remote or "",
+        )
+        bind_request(client.request_id, client.secrets)
+        decision, upstream_status, error = UNDECIDED, None, client.problem
+        try:
+            if error is not None:
+                return self._refuse(request, client, error)
+            decision = await decide(rt.rules.lookup(client.path) or PUBLIC_RULE, client, rt.auth)
+            if decision.refusal is not None:
+                error = decision.refusal
+                return self._refuse(request, client, error, decision)
+            outbound = build_outbound(client, decision, headers, rt.policy, rt.router)
+            if client.websocket:
+                return await outbound.relay.websocket(
+                    request, outbound.target, outbound.headers, self.websockets, client.request_id
+                )
+            response = await outbound.relay.http(
+                request, outbound.target, outbound.headers, outbound.answer
+            )
+            upstream_status = response.status
+            return response
+        except GatewayError as exc:
+            error = exc
+            return self._refuse(request, client, exc, decision)
+        finally:
+            request[RECORD_KEY] = _record(client, decision, upstream_status, error)
+
+    def _refuse(
+        self,
+        request: web.BaseRequest,
+        client: ClientRequest,
+        error: GatewayError,
+        decision: Decision = UNDECIDED,
+    ) -> web.StreamResponse:
+        """The gateway's own answer for a request it does not pass on."""
+        if isinstance(error, SignInRequired):
+            return sign_in_response(
+                request.headers,
+                self.runtime.sign_in,
+                (client.path, client.query),
+                client.request_id,
+                decision.set_cookies,
+                websocket=client.websocket,
+            )
+        close = error.close_connection or client.upgrade
+        return error_response(
+            request.headers,
+            error.status,
+            error.reason,
+            client.request_id,
+            error.headers,
+            close=close,
+        )
+
+
+def _record(
+    client: ClientRequest,
+    decision: Decision,
+    upstream_status: int | None,
+    error: GatewayError | None,
+) -> AccessRecord:
+    """The access line's values: what the stages returned, and the error answered, if any."""
+    outcome = decision.outcome if error is None or error.outcome is None else error.outcome
+    return AccessRecord(
+        request_id=client.request_id,
+        client_ip=client.client_ip,
+        path=client.path,
+        query=client.query or "",
+        auth=str(outcome),
+        upstream_status=upstream_status,
+        error=None if error is None or isinstance(error, SignInRequired) else error.reason,
+        secrets=client.secrets,
+    )
