@@ -209,7 +209,7 @@ class AuthClient:
             async with asyncio.timeout(self._config.timeout):
                 return await asyncio.shield(call)
         except TimeoutError:
-            log.warning("auth api unavailable", error="TimeoutError", request_id=request_id)
+            log.warning("auth api unavailable", error="TimeoutError")
             raise AuthUnavailable("the auth API could not be reached") from None
 
     def _finished(self, call: asyncio.Future[Verdict], started: float) -> None:
@@ -243,7 +243,7 @@ class AuthClient:
                     raise AuthUnavailable(f"the auth API answered {status}")
                 body = await _read_small(response.content)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("auth api unavailable", error=type(exc).__name__, request_id=request_id)
+            log.warning("auth api unavailable", error=type(exc).__name__)
             raise AuthUnavailable("the auth API could not be reached") from None
         try:
             claims = orjson.loads(body)

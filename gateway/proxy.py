@@ -184,9 +184,11 @@ class Relay:
                     max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
                 )
         except aiohttp.WSServerHandshakeError as exc:
-            # The application refused the upgrade: its status, in the gateway's own answer.
+            # The application refused the upgrade: its error status, in the gateway's own answer
+            # (a 2xx or 3xx instead of 101 is an application fault: 502).
+            status = exc.status if exc.status >= 400 else 502
             reason = "the application refused the WebSocket"
-            return error_response(request.headers, exc.status, reason, request_id)
+            return error_response(request.headers, status, reason, request_id)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._failure(exc) from None
         client = web.WebSocketResponse(

@@ -142,7 +142,12 @@ def build_frontend(state: Frontend) -> web.Application:
         state.websocket_closed.append(ws.close_code)
         return ws
 
+    async def refuse_upgrade(request: web.Request) -> web.StreamResponse:
+        record(request)
+        return web.Response(status=403, text="no websocket for you")
+
     app = web.Application()
+    app.router.add_get("/ws-refused", refuse_upgrade)
     app.router.add_get("/download", download)
     app.router.add_get("/events", events)
     app.router.add_get("/gzip", gzipped)

@@ -120,3 +120,27 @@ async def test_auth_failure_is_logged_as_a_warning(gateway_factory: GatewayFacto
     warning = next(entry for entry in logs if entry["event"] == "auth api unavailable")
     assert warning["log_level"] == "warning"
     assert GOOD not in str(logs)
+
+
+@pytest.mark.parametrize(
+    ("where", "event", "status"),
+    [("auth", "auth api unavailable", 503), ("upstream", "upstream unreachable", 502)],
+)
+async def test_every_line_of_a_request_carries_its_id(
+    gateway_factory: GatewayFactory,
+    log_output: io.StringIO,
+    where: str,
+    event: str,
+    status: int,
+) -> None:
+    """A warning logged while a request is served carries that request's id (contextvars)."""
+    refused = f"http://127.0.0.1:{free_port()}"
+    gw = await (
+        gateway_factory(auth=refused) if where == "auth" else gateway_factory(upstream=refused)
+    )
+    cookie = f"Cookie: session={GOOD}"
+    response = await exchange(gw.port, get("/dashboard", cookie, "X-Request-ID: traced-7"))
+    assert response.status == status
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines() if line.strip()]
+    [warning] = [line for line in lines if line.get("event") == event]
+    assert warning["request_id"] == "traced-7"

@@ -104,6 +104,23 @@ async def test_protected_upgrade_without_valid_session_refused(
     assert gw.seen.seen == []
 
 
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/ws-refused", 403), ("/not-a-websocket", 502)],
+    ids=["app-refuses", "app-answers-200"],
+)
+async def test_upgrade_the_app_refuses_is_the_gateways_own_answer(
+    gw: Gw, path: str, status: int
+) -> None:
+    """An upgrade the app refuses gets the gateway's own answer: request id, no-store, no Server."""
+    response = await rawhttp.exchange(gw.port, upgrade_request(path, "X-Request-ID: ws-refused-1"))
+    assert response.status == status
+    assert response.header("X-Request-ID") == "ws-refused-1"
+    assert response.header("Cache-Control") == "no-store"
+    assert response.header("Server") is None
+    assert response.header("Sec-WebSocket-Accept") is None
+
+
 @pytest.mark.parametrize("path", [PROTECTED_WS, "/dashboard//ws", "/x/../dashboard/ws"])
 async def test_client_library_upgrade_refused(
     gw: Gw, client: aiohttp.ClientSession, path: str
