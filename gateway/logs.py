@@ -128,6 +128,24 @@ def _render_json(logger: WrappedLogger, method: str, event: EventDict) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+def _route_stdlib(out: TextIO, level: int, shared: list[Processor], renderer: Processor) -> None:
+    """The standard library's loggers (aiohttp, asyncio, redis) through the same chain."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in STDLIB_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    # aiohttp's access logger is replaced by AccessLogger below; silence any stray use of it.
+    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL + 1)
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "json",
@@ -147,20 +165,7 @@ def configure_logging(
         logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(numeric)
-    for name in STDLIB_LOGGERS:
-        logging.getLogger(name).setLevel(numeric)
-    # aiohttp's access logger is replaced by AccessLogger below; silence any stray use of it.
-    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL + 1)
+    _route_stdlib(out, numeric, shared, renderer)
     global _access_sink
     if _access_sink is not None:
         _access_sink.flush()

@@ -21,7 +21,7 @@ from gateway.errors import BadRequest, BadRequestBody, UpstreamTimeout, Upstream
 from gateway.forwarded import HOP_BY_HOP, Headers, header_tokens
 from gateway.metrics import Metrics
 from gateway.responses import AS_SENT, AnswerRules, error_response
-from gateway.upstream import MalformedAnswer, UnsendableRequest, UpstreamCut, UpstreamPool
+from gateway.upstream import Answer, MalformedAnswer, UnsendableRequest, UpstreamCut, UpstreamPool
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -109,31 +109,36 @@ class Relay:
         except UnsendableRequest:
             raise BadRequest("a request header cannot be forwarded") from None
         try:
-            message = upstream.message
-            response = RelayResponse(upstream.status, upstream.reason, message.headers)
+            response = RelayResponse(upstream.status, upstream.reason, upstream.message.headers)
             answer.apply(response.headers)
             if answer.close:
                 response.force_close()
-            length = _content_length(message.headers)
-            if length is not None and length <= SMALL_BODY_BYTES and not message.chunked:
-                # Known small: read it whole, so a frontend that breaks off still gets a clean
-                # 502, and the answer goes out in one write.
-                try:
-                    payload = await upstream.body.read()
-                except ConnectionError as exc:
-                    self._metrics.upstream_errors.labels("cut").inc()
-                    raise UpstreamUnreachable(
-                        f"the application broke off its answer ({type(exc).__name__})"
-                    ) from None
-                head_with_body(response)
-                await response.prepare(request)
-                await response.write_eof(payload)
-                return response
-            await response.prepare(request)
-            await self._stream_body(request, upstream.body, response)
+            await self._send_body(request, upstream, response)
             return response
         finally:
             exchange.release()
+
+    async def _send_body(
+        self, request: web.BaseRequest, upstream: Answer, response: RelayResponse
+    ) -> None:
+        message = upstream.message
+        length = _content_length(message.headers)
+        if length is None or length > SMALL_BODY_BYTES or message.chunked:
+            await response.prepare(request)
+            await self._stream_body(request, upstream.body, response)
+            return
+        # Known small: read it whole, so a frontend that breaks off still gets a clean 502, and
+        # the answer goes out in one write.
+        try:
+            payload = await upstream.body.read()
+        except ConnectionError as exc:
+            self._metrics.upstream_errors.labels("cut").inc()
+            raise UpstreamUnreachable(
+                f"the application broke off its answer ({type(exc).__name__})"
+            ) from None
+        head_with_body(response)
+        await response.prepare(request)
+        await response.write_eof(payload)
 
     async def _stream_body(
         self, request: web.BaseRequest, body: StreamReader, response: RelayResponse
@@ -166,23 +171,8 @@ class Relay:
         request_id: str,
     ) -> web.StreamResponse:
         """Proxy a WebSocket: frames, pings and close codes pass through unchanged."""
-        protocols = [
-            p.strip()
-            for value in request.headers.getall("Sec-WebSocket-Protocol", ())
-            for p in value.split(",")
-            if p.strip()
-        ]
         try:
-            async with asyncio.timeout(self._timeout):
-                upstream = await self._session.ws_connect(
-                    URL(self._origin + target, encoded=True),
-                    headers=headers,
-                    protocols=protocols,
-                    autoclose=False,
-                    autoping=False,
-                    compress=0,
-                    max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
-                )
+            upstream = await self._connect_websocket(request, target, headers)
         except aiohttp.WSServerHandshakeError as exc:
             # The application refused the upgrade: its error status, in the gateway's own answer
             # (a 2xx or 3xx instead of 101 is an application fault: 502).
@@ -209,6 +199,27 @@ class Relay:
                 self._metrics.websockets.dec()
             await upstream.close()
         return client
+
+    async def _connect_websocket(
+        self, request: web.BaseRequest, target: str, headers: Headers
+    ) -> aiohttp.ClientWebSocketResponse:
+        """The app's side of a WebSocket, asked for the client's subprotocols."""
+        protocols = [
+            p.strip()
+            for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+            for p in value.split(",")
+            if p.strip()
+        ]
+        async with asyncio.timeout(self._timeout):
+            return await self._session.ws_connect(
+                URL(self._origin + target, encoded=True),
+                headers=headers,
+                protocols=protocols,
+                autoclose=False,
+                autoping=False,
+                compress=0,
+                max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
+            )
 
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse

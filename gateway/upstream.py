@@ -6,6 +6,10 @@ everything else together (bench/profile.sh: 57 of 147 µs). The relay needs none
 request line and headers are already checked and built, so here they are written as they are,
 and the answer is read by the same parser aiohttp uses (`aiohttp.http_parser`, llhttp in C),
 into the same flow-controlled StreamReader. WebSockets still go through ClientSession.
+
+Over 350 lines on purpose: the pool, the connection protocol and one exchange share a state
+machine (a connection is idle, busy, or retired after a stray byte), and splitting them would put
+its rules in two places.
 """
 
 from __future__ import annotations
@@ -329,35 +333,43 @@ class UpstreamPool:
         else:
             await self._slots.acquire()
         try:
-            connection = self._pooled(loop.time())
-            reused = connection is not None
-            while True:
-                if connection is None:
-                    async with asyncio.timeout_at(deadline):
-                        connection = await self._connect()
-                exchange = Exchange(self, connection)
-                try:
-                    answer = await self._exchange(
-                        connection, exchange, head, method, body, chunked, deadline
-                    )
-                except UpstreamCut:
-                    exchange.abandon()
-                    if (
-                        reused
-                        and body is None
-                        and method in IDEMPOTENT_METHODS
-                        and not connection.received
-                    ):
-                        connection, reused = None, False
-                        continue
-                    raise
-                except BaseException:
-                    exchange.abandon()
-                    raise
-                return exchange, answer
+            return await self._send(head, method, body, chunked, deadline)
         except BaseException:
             self._slots.release()
             raise
+
+    async def _send(
+        self,
+        head: bytes,
+        method: str,
+        body: StreamReader | None,
+        chunked: bool,
+        deadline: float,
+    ) -> tuple[Exchange, Answer]:
+        """On a pooled connection if there is one, else a new one; on a new one once more when a
+        reused connection was closed by the frontend before it answered (see request)."""
+        connection = self._pooled(self._loop.time())
+        reused = connection is not None
+        while True:
+            if connection is None:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._connect()
+            exchange = Exchange(self, connection)
+            try:
+                answer = await self._exchange(
+                    connection, exchange, head, method, body, chunked, deadline
+                )
+            except UpstreamCut:
+                exchange.abandon()
+                retry = reused and body is None and method in IDEMPOTENT_METHODS
+                if not retry or connection.received:
+                    raise
+                connection, reused = None, False
+                continue
+            except BaseException:
+                exchange.abandon()
+                raise
+            return exchange, answer
 
     async def _exchange(
         self,
