@@ -6,7 +6,7 @@
 # 1. builds the image and brings the compose stack up, healthy, with the shared compose-smoke.sh
 #    (rootful podman; ../shared/containers/ beside this repository, as in CI's fresh clone),
 # 2. checks the image (non-root user, healthcheck, size) and the gateway's /readyz,
-# 3. drives the sign-in flow through the published port (tests/compose_flow.py),
+# 3. drives the sign-in flow through the published port (tests/support/compose_flow.py),
 # 4. checks that the gateway logs JSON, starting with a "gateway started" line,
 # 5. stops the gateway with SIGTERM and checks it exits 0, and takes the stack down;
 # then the `scale` profile (Redis, two gateway replicas, HAProxy in front; SCALE_PORT, else 8090):
@@ -222,7 +222,7 @@ fi
 
 # ---- 3. the sign-in flow through the published port
 t=$(date +%s)
-if "$PYTHON" tests/compose_flow.py "http://127.0.0.1:$GATEWAY_PORT" --timeout 60; then
+if "$PYTHON" tests/support/compose_flow.py "http://127.0.0.1:$GATEWAY_PORT" --timeout 60; then
   say "flow passed in $(elapsed "$t")"
 else
   fail "the sign-in flow through http://127.0.0.1:$GATEWAY_PORT failed"
@@ -287,7 +287,7 @@ done
 
 # ---- 7. the sign-in flow through the load balancer
 t=$(date +%s)
-if "$PYTHON" tests/compose_flow.py "http://127.0.0.1:$SCALE_PORT" --timeout 60; then
+if "$PYTHON" tests/support/compose_flow.py "http://127.0.0.1:$SCALE_PORT" --timeout 60; then
   say "flow through the load balancer passed in $(elapsed "$t")"
 else
   fail "the sign-in flow through http://127.0.0.1:$SCALE_PORT (the load balancer) failed"

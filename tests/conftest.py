@@ -4,81 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
-from aiohttp import web
 
-from gateway.config import GatewayConfig, parse_config
-from gateway.demo_runner import serve_app
-from gateway.logs import configure_logging, flush_access_log
+from gateway.config import parse_config
+from gateway.logs import configure_logging
 from gateway.server import RunningGateway, start_gateway
-from tests.backends import GOOD_USER, AuthApi, Frontend, RawUpstream, build_auth_api, build_frontend
-
-GOOD = "good-token-0123456789"
-DEFAULT_PROTECT = ["/dashboard", "/settings", "/profile", "/admin"]
-
-
-async def eventually(predicate: Callable[[], bool], deadline: float = 5.0) -> None:
-    """Poll until predicate holds; fail after the deadline."""
-    async with asyncio.timeout(deadline):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    """A real server for a test app on a free loopback port."""
-    return await serve_app(app)
-
-
-@dataclass
-class Backend:
-    state: Any
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@dataclass
-class Gw:
-    """A running gateway and the real servers behind it."""
-
-    running: RunningGateway
-    frontend: Backend
-    auth: Backend
-    config: GatewayConfig
-
-    @property
-    def port(self) -> int:
-        return self.running.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.running.port}"
-
-    @property
-    def api(self) -> AuthApi:
-        state: AuthApi = self.auth.state
-        return state
-
-    @property
-    def seen(self) -> Frontend:
-        state: Frontend = self.frontend.state
-        return state
-
-
-class LogBuffer(io.StringIO):
-    """A log stream whose contents include access lines still waiting in the gateway's batch."""
-
-    def getvalue(self) -> str:
-        flush_access_log()
-        return super().getvalue()
+from tests.support.backends import (
+    GOOD_USER,
+    AuthApi,
+    FrontendSeen,
+    RawUpstream,
+    build_auth_api,
+    build_frontend,
+)
+from tests.support.harness import (
+    GOOD,
+    Backend,
+    GatewayFactory,
+    Gw,
+    LogBuffer,
+    config_text,
+    serve,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +42,7 @@ def log_output() -> io.StringIO:
 
 @pytest.fixture
 async def frontend() -> AsyncIterator[Backend]:
-    state = Frontend()
+    state = FrontendSeen()
     runner, port = await serve(build_frontend(state))
     yield Backend(state, port)
     await runner.cleanup()
@@ -103,33 +54,6 @@ async def auth_api() -> AsyncIterator[Backend]:
     runner, port = await serve(build_auth_api(state))
     yield Backend(state, port)
     await runner.cleanup()
-
-
-GatewayFactory = Callable[..., Awaitable[Gw]]
-
-
-def config_text(frontend: Backend | str, auth_backend: Backend | str, **overrides: Any) -> str:
-    """A gateway config as YAML text, pointed at the given backends."""
-    upstream = frontend if isinstance(frontend, str) else frontend.url
-    auth_base = auth_backend if isinstance(auth_backend, str) else auth_backend.url
-    data: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "upstream": upstream,
-        "upstream_timeout": 2.0,
-        "auth": {
-            "validate_url": f"{auth_base}/api/auth/sessions/validate",
-            "timeout": 1.0,
-        },
-        "protect": DEFAULT_PROTECT,
-        "public": ["/dashboard/public"],
-        "admin_listen": None,
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return yaml.safe_dump(data)
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.conftest import GOOD, GatewayFactory
-from tests.process import free_port
-from tests.rawhttp import exchange, get
+from tests.support.harness import GOOD, GatewayFactory
+from tests.support.process import free_port
+from tests.support.rawhttp import exchange, get
 
 
 async def admin_get(port: int, path: str) -> tuple[int, str, str]:

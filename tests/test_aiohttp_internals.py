@@ -13,8 +13,8 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway import aiohttp_internals
-from tests import rawhttp
-from tests.conftest import Gw
+from tests.support import rawhttp
+from tests.support.harness import Gw
 
 
 def test_request_handler_queues_messages_in_a_slot() -> None:

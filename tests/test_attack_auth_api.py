@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests import rawhttp
-from tests.backends import PROTECTED_MARKER, RawUpstream
-from tests.conftest import GOOD, GatewayFactory, Gw
-from tests.process import free_port
+from tests.support import rawhttp
+from tests.support.backends import PROTECTED_MARKER, RawUpstream
+from tests.support.harness import GOOD, GatewayFactory, Gw
+from tests.support.process import free_port
 
 HOST = "gateway.test"
 IDENTITY = ("x-auth-user-id", "x-auth-user-email")

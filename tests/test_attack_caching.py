@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests import rawhttp
-from tests.backends import RawUpstream
-from tests.conftest import GOOD, GatewayFactory, Gw
-from tests.process import free_port
+from tests.support import rawhttp
+from tests.support.backends import RawUpstream
+from tests.support.harness import GOOD, GatewayFactory, Gw
+from tests.support.process import free_port
 
 HOST = "gateway.test"
 

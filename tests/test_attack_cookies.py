@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp._cookie_helpers import parse_cookie_header
 
-from tests import rawhttp
-from tests.backends import PROTECTED_MARKER
-from tests.conftest import GOOD, Gw
+from tests.support import rawhttp
+from tests.support.backends import PROTECTED_MARKER
+from tests.support.harness import GOOD, Gw
 
 HOST = "gateway.test"
 USER_AGENT = "hamrah-web-server/1.0"

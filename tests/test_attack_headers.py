@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests import rawhttp
-from tests.conftest import GOOD, GatewayFactory, Gw
+from tests.support import rawhttp
+from tests.support.harness import GOOD, GatewayFactory, Gw
 
 EVIL = "evil-spoofed-value"
 IDENTITY = ("x-auth-user-id", "x-auth-user-email")

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 
-from tests import rawhttp
-from tests.conftest import GatewayFactory, Gw
+from tests.support import rawhttp
+from tests.support.harness import GatewayFactory, Gw
 
 HTML = "Accept: text/html"
 ORIGIN = "https://app.example/"

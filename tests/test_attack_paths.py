@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests import rawhttp
-from tests.backends import PROTECTED_MARKER, PROTECTED_ROUTES
-from tests.conftest import GOOD, Gw
+from tests.support import rawhttp
+from tests.support.backends import PROTECTED_MARKER
+from tests.support.harness import GOOD, Gw, protected_seen
 
 HTML = "Accept: text/html"
 JSON = "Accept: application/json"
@@ -264,15 +264,6 @@ PUBLIC_EXCEPTION = [
     case("nul-out", "/dashboard/public%00/../secret", REFUSED),
     case("enc-semicolon-out", "/dashboard/public%3B/../secret", REFUSED),
 ]
-
-
-def is_protected(resolved: str) -> bool:
-    return any(resolved == p or resolved.startswith(p + "/") for p in PROTECTED_ROUTES)
-
-
-def protected_seen(gw: Gw) -> list[str]:
-    """Raw targets of every request the frontend resolved to a protected route."""
-    return [entry["raw_path"] for entry in gw.seen.seen if is_protected(entry["resolved"])]
 
 
 def next_of(response: rawhttp.RawResponse) -> str:

@@ -15,9 +15,9 @@ import json
 
 import pytest
 
-from tests import rawhttp
-from tests.backends import PROTECTED_MARKER, PROTECTED_ROUTES
-from tests.conftest import GOOD, Gw
+from tests.support import rawhttp
+from tests.support.backends import PROTECTED_MARKER
+from tests.support.harness import GOOD, Gw, protected_seen
 
 HOST = "Host: gateway.test"
 SESSION = f"Cookie: session={GOOD}"
@@ -247,15 +247,6 @@ UNAMBIGUOUS = [
         id="get-with-body",
     ),
 ]
-
-
-def is_protected(resolved: str) -> bool:
-    return any(resolved == p or resolved.startswith(p + "/") for p in PROTECTED_ROUTES)
-
-
-def protected_seen(gw: Gw) -> list[str]:
-    """Raw targets of every request the frontend resolved to a protected route."""
-    return [entry["raw_path"] for entry in gw.seen.seen if is_protected(entry["resolved"])]
 
 
 async def read_until_closed(

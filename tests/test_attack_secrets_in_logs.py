@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 import yaml
 
-from tests import rawhttp
-from tests.backends import GOOD_USER, RawUpstream
-from tests.conftest import DEFAULT_PROTECT, Backend, GatewayFactory, Gw, config_text
-from tests.process import GatewayProcess, free_port, wait_for_port
+from tests.support import rawhttp
+from tests.support.backends import GOOD_USER, RawUpstream
+from tests.support.harness import DEFAULT_PROTECT, Backend, GatewayFactory, Gw, config_text
+from tests.support.process import GatewayProcess, free_port, wait_for_port
 
 CANARY_SESSION = "canarySESS7f3a9c1e5b2d4086"
 CANARY_BEARER = "canaryBEAR0d8e6b4f2a9c1357"

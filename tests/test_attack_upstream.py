@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests import rawhttp
-from tests.conftest import GatewayFactory
+from tests.support import rawhttp
+from tests.support.harness import GatewayFactory
 
 # What the frontend sends for the n-th request it reads (counting from 0 over all connections):
 # bytes to write, or None to close the connection without answering.

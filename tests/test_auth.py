@@ -10,8 +10,8 @@ import pytest
 
 from gateway.auth import identity_from_claims
 from gateway.errors import AuthUnavailable
-from tests.conftest import GOOD, GatewayFactory, Gw
-from tests.rawhttp import exchange, get
+from tests.support.harness import GOOD, GatewayFactory, Gw
+from tests.support.rawhttp import exchange, get
 
 
 async def fetch(gw: Gw, path: str, cookie: str | None = GOOD) -> aiohttp.ClientResponse:

@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import Page, Response, expect
 
 from gateway.demo import DEMO_COOKIE
-from tests.browser_support import (
+from tests.support.browser import (
     WAIT_MS,
     DemoStack,
     chromium,

@@ -10,9 +10,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.logs import REDACTED, Redactor, bind_secrets
-from tests.conftest import GOOD, GatewayFactory, Gw
-from tests.process import free_port
-from tests.rawhttp import exchange, get
+from tests.support.harness import GOOD, GatewayFactory, Gw
+from tests.support.process import free_port
+from tests.support.rawhttp import exchange, get
 
 
 def request_lines(output: io.StringIO) -> list[dict[str, object]]:

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.paths import PathError, PrefixTable, normalize_path, split_target
-from tests.permissive_resolver import resolve, route
+from tests.support.permissive_resolver import resolve, route
 
 RULES = [
     ("/dashboard", "protect"),

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GOOD, GatewayFactory, Gw
-from tests.process import free_port
-from tests.rawhttp import RawResponse, exchange, get
+from tests.support.harness import GOOD, GatewayFactory, Gw
+from tests.support.process import free_port
+from tests.support.rawhttp import RawResponse, exchange, get
 
 ADMIN = "admin-token-0123456789"
 PLAIN = "plain-token-0123456789"

@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests import rawhttp
-from tests.backends import RawUpstream
-from tests.conftest import GOOD, GatewayFactory, Gw, eventually
+from tests.support import rawhttp
+from tests.support.backends import RawUpstream
+from tests.support.harness import GOOD, GatewayFactory, Gw, eventually
 
 MiB = 1024 * 1024
 BIG = 64 * MiB

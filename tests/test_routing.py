@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.backends import Frontend, build_frontend
-from tests.conftest import GOOD, Backend, GatewayFactory, Gw, serve
-from tests.process import free_port
-from tests.rawhttp import exchange, get
+from tests.support.backends import FrontendSeen, build_frontend
+from tests.support.harness import GOOD, Backend, GatewayFactory, Gw, serve
+from tests.support.process import free_port
+from tests.support.rawhttp import exchange, get
 
 
 @pytest.fixture
 async def second() -> AsyncIterator[Backend]:
     """Another real upstream (the API behind /api)."""
-    state = Frontend()
+    state = FrontendSeen()
     runner, port = await serve(build_frontend(state))
     yield Backend(state, port)
     await runner.cleanup()

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from gateway.config import load_config
-from tests.backends import GOOD_USER
-from tests.conftest import GOOD, Backend
-from tests.process import GatewayProcess, free_port, wait_for_port
-from tests.redis_server import RedisServer, redis_available, start_redis
+from tests.support.backends import GOOD_USER
+from tests.support.harness import GOOD, Backend
+from tests.support.process import GatewayProcess, free_port, wait_for_port
+from tests.support.redis_server import RedisServer, redis_available, start_redis
 from tests.test_workers import (
     admin_json,
     calls_for,

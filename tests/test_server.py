@@ -9,9 +9,9 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.server import start_gateway
-from tests.conftest import Backend, config_text
-from tests.process import free_port
-from tests.redis_server import start_redis
+from tests.support.harness import Backend, config_text
+from tests.support.process import free_port
+from tests.support.redis_server import start_redis
 
 
 def port_is_free(port: int) -> bool:

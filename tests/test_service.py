@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from tests.conftest import GOOD, Backend, config_text
-from tests.process import GatewayProcess, free_port, wait_for_port
+from tests.support.harness import GOOD, Backend, config_text
+from tests.support.process import GatewayProcess, free_port, wait_for_port
 
 
 def write_config(

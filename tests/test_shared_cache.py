@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from gateway.shared_cache import SharedCache, session_digest
-from tests.process import free_port
-from tests.redis_server import RedisServer, redis_available, start_redis
+from tests.support.process import free_port
+from tests.support.redis_server import RedisServer, redis_available, start_redis
 
 OP_TIMEOUT = 0.25
 RETRY_INTERVAL = 0.2

@@ -9,7 +9,7 @@ import aiohttp
 
 from gateway.config import Rate
 from gateway.shield import SlidingWindowLimiter, retry_after
-from tests.conftest import GOOD, GatewayFactory, Gw, eventually
+from tests.support.harness import GOOD, GatewayFactory, Gw, eventually
 
 FLOOD = 5000
 FLOOD_IP = "203.0.113.7"

@@ -21,7 +21,7 @@ from yarl import URL
 
 from gateway.forwarded import Headers
 from gateway.upstream import Exchange, MalformedAnswer, UpstreamCut, UpstreamPool, _request_head
-from tests.conftest import eventually
+from tests.support.harness import eventually
 
 # The outer bound on anything a test waits for: a hang fails the test instead of blocking it.
 DEADLINE = 10.0
@@ -126,7 +126,7 @@ class Peer:
 Script = Callable[[Peer], Awaitable[None]]
 
 
-class Frontend:
+class ScriptServer:
     """A loopback server running `script` on each connection it accepts, closing it after."""
 
     def __init__(self, script: Script) -> None:
@@ -216,16 +216,16 @@ def chunked_ok(*chunks: bytes) -> bytes:
 class Rig:
     """Frontends and pools made by one test, all stopped and closed after it."""
 
-    frontends: list[Frontend] = field(default_factory=list)
+    frontends: list[ScriptServer] = field(default_factory=list)
     pools: list[UpstreamPool] = field(default_factory=list)
 
-    async def frontend(self, script: Script) -> Frontend:
-        frontend = Frontend(script)
+    async def frontend(self, script: Script) -> ScriptServer:
+        frontend = ScriptServer(script)
         await frontend.start()
         self.frontends.append(frontend)
         return frontend
 
-    def pool(self, frontend: Frontend, limit: int = 4, keepalive: float = 30.0) -> UpstreamPool:
+    def pool(self, frontend: ScriptServer, limit: int = 4, keepalive: float = 30.0) -> UpstreamPool:
         pool = UpstreamPool(frontend.origin, limit, keepalive)
         self.pools.append(pool)
         return pool

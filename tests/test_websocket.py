@@ -14,8 +14,8 @@ import pytest
 from aiohttp import WSMsgType
 from yarl import URL
 
-from tests import rawhttp
-from tests.conftest import GOOD, Gw, eventually
+from tests.support import rawhttp
+from tests.support.harness import GOOD, Gw, eventually
 
 DEADLINE = 10.0
 PROTECTED_WS = "/dashboard/ws"

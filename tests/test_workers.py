@@ -21,9 +21,9 @@ import pytest
 import yaml
 from prometheus_client import multiprocess
 
-from tests.backends import GOOD_USER
-from tests.conftest import GOOD, Backend, config_text
-from tests.process import GatewayProcess, free_port, wait_for_port
+from tests.support.backends import GOOD_USER
+from tests.support.harness import GOOD, Backend, config_text
+from tests.support.process import GatewayProcess, free_port, wait_for_port
 
 WORKERS = 2
 BATCH = 40

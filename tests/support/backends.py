@@ -14,26 +14,27 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.permissive_resolver import resolve
+from tests.support.permissive_resolver import resolve
 
 PROTECTED_MARKER = "PROTECTED-CONTENT"
 PROTECTED_ROUTES = ("/dashboard", "/settings", "/profile", "/admin")
 GOOD_USER = {"id": "u-42", "email": "ada@example.com", "name": "Ada", "roles": ["user"]}
 
 
-def _is_protected_route(resolved: str) -> bool:
+def is_protected(resolved: str) -> bool:
+    """Whether the frontend serves protected content at a path it resolved."""
     return any(resolved == p or resolved.startswith(p + "/") for p in PROTECTED_ROUTES)
 
 
 @dataclass
-class Frontend:
+class FrontendSeen:
     """What the frontend saw: every request's method, raw target and headers."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
     websocket_closed: list[int | None] = field(default_factory=list)
 
 
-def build_frontend(state: Frontend) -> web.Application:
+def build_frontend(state: FrontendSeen) -> web.Application:
     """A frontend that resolves paths like a permissive framework and reports what it received."""
 
     def record(request: web.Request) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def build_frontend(state: Frontend) -> web.Application:
             size += len(chunk)
         entry["body_sha256"] = digest.hexdigest()
         entry["body_length"] = size
-        if _is_protected_route(entry["resolved"]):
+        if is_protected(entry["resolved"]):
             entry["marker"] = PROTECTED_MARKER
         return web.json_response(entry)
 

@@ -1,6 +1,6 @@
 """Drive the sign-in flow through a running gateway over plain HTTP (standard library only).
 
-    python tests/compose_flow.py http://127.0.0.1:8080 [--timeout 120]
+    python tests/support/compose_flow.py http://127.0.0.1:8080 [--timeout 120]
 
 Meant for the docker-compose stack (.ci/compose_smoke.sh) but works against any gateway in front
 of the demo frontend and auth API: waits until the stack answers, then checks that

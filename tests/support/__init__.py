@@ -1,0 +1,1 @@
+"""Support code for the tests: real servers, raw clients, the gateway harness."""
