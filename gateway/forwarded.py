@@ -71,6 +71,9 @@ WEBSOCKET_HANDSHAKE = frozenset(
         "sec-websocket-accept",
     }
 )
+# The gateway does not terminate TLS, so the scheme it saw is http; a TLS proxy in front says
+# otherwise through a trusted X-Forwarded-Proto.
+CLIENT_SCHEME = "http"
 MAX_REQUEST_ID_LENGTH = 128
 # Generated ids need to be unique, not secret: a random per-process prefix and a counter cost no
 # system call per request (os.urandom did).
@@ -115,10 +118,8 @@ class HeaderPolicy:
         self,
         trusted_proxies: Sequence[Network],
         identity_headers: Iterable[str],
-        scheme: str = "http",
     ) -> None:
         self._trusted = tuple(trusted_proxies)
-        self._scheme = scheme
         managed = HOP_BY_HOP | URL_OVERRIDES | FORWARDING | UNTRUSTED_ONLY | GATEWAY_SET
         self._identity = frozenset(_header_key(h) for h in identity_headers)
         self._always_drop = managed | self._identity
@@ -187,7 +188,7 @@ class HeaderPolicy:
             out.append(("Host", host))
         out.append(("X-Forwarded-For", forwarding.forwarded_for))
         if not forwarding.trusted or "X-Forwarded-Proto" not in headers:
-            out.append(("X-Forwarded-Proto", self._scheme))
+            out.append(("X-Forwarded-Proto", CLIENT_SCHEME))
         if host is not None and (not forwarding.trusted or "X-Forwarded-Host" not in headers):
             out.append(("X-Forwarded-Host", host))
         out.append(("X-Request-ID", request_id))

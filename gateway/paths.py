@@ -11,7 +11,7 @@ whatever a lenient frontend later does to the forwarded path, it lands on the sa
 import re
 import string
 from collections.abc import Iterable
-from typing import ClassVar, Generic, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 __all__ = ["PathError", "PrefixTable", "match_key", "normalize_path", "split_target"]
@@ -22,8 +22,6 @@ T = TypeVar("T")
 class PathError(ValueError):
     """A request target that cannot be normalized without ambiguity; the gateway answers 400 with
     str(exc) as the reason."""
-
-    status: ClassVar[int] = 400
 
 
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
