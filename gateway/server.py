@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import pages
-from gateway.admin import RevokeRefused, build_admin_app
+from gateway.admin import build_admin_app, revocation_digest
 from gateway.auth import AuthClient, Outcome, Verdict
 from gateway.config import GatewayConfig
 from gateway.cookies import find_session, mentions
@@ -462,11 +462,7 @@ class RunningGateway:
     def evict_here(self, session: str | None, digest: str | None) -> dict[str, object]:
         """Evict a session from this process only (a worker asked by its supervisor)."""
         auth = self.gateway.runtime.auth
-        if digest is None:
-            assert session is not None
-            digest = auth.digest(session)
-        elif not auth.config.cache.secret:
-            raise RevokeRefused("revoking by digest needs auth.cache.secret (digests are keyed)")
+        digest = revocation_digest(auth.digest, session, digest)
         return {"digest": digest, "local": auth.evict(digest)}
 
     async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:
