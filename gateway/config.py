@@ -46,6 +46,7 @@ DEFAULT_MAX_INFLIGHT = 128
 DEFAULT_LOCAL_TTL = 5.0
 # One process unless asked: each worker keeps its own cache and single flight (see README).
 DEFAULT_WORKERS = 1
+REDIS_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
 RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
 
@@ -167,20 +168,28 @@ def _check_rate(value: str) -> str:
 RateText = Annotated[str, AfterValidator(_check_rate)]
 
 
+def check_redis_url(value: str) -> str:
+    """The URL as given when redis-py can connect to it; its scheme is named otherwise.
+
+    The URL itself is left out of the message: it often carries the Redis password.
+    """
+    scheme = URL(value).scheme
+    if scheme not in REDIS_URL_SCHEMES:
+        given = f"scheme {scheme!r}" if scheme else "no scheme"
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {given}")
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(check_redis_url)]
+
+
 class SharedCacheConfig(_Model):
     """Where validations are shared between replicas (memory: this process only)."""
 
     backend: Literal["memory", "redis"] = "memory"
-    url: str | None = None
+    url: RedisUrl | None = None
     secret: str | None = None
     local_ttl: Seconds = DEFAULT_LOCAL_TTL
-
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and URL(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"expected a redis:// URL, got {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _redis_needs_url_and_secret(self) -> SharedCacheConfig:

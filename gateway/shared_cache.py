@@ -36,10 +36,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.config import check_redis_url
+
 log = structlog.get_logger("gateway.shared_cache")
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _REASON_MAX = 120
 
 
@@ -86,8 +87,7 @@ class SharedCache:
         retry_interval: float = 1.0,
         on_resubscribe: Callable[[], None] | None = None,
     ) -> None:
-        if urlsplit(url).scheme not in _URL_SCHEMES:
-            raise ValueError("the shared cache URL must start with redis://, rediss:// or unix://")
+        check_redis_url(url)
         if op_timeout <= 0 or retry_interval <= 0:
             raise ValueError("op_timeout and retry_interval must be positive")
         self._url = url

@@ -177,3 +177,13 @@ def test_duplicate_rule_prefix_is_refused() -> None:
     """The same prefix in protect and public is ambiguous and refused."""
     problems = problems_of(BASE + "public: [/Dashboard/]\n")
     assert any("protect/public" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("url", ["http://:hunter2@cache:6379", "cache:6379", ""])
+def test_shared_cache_url_must_be_a_redis_url(url: str) -> None:
+    """auth.cache.url must be redis://, rediss:// or unix://; the refusal never shows the URL."""
+    cache = f'  cache:\n    backend: redis\n    url: "{url}"\n    secret: s3cret-s3cret-s3cret\n'
+    text = BASE.replace("/validate\n", "/validate\n" + cache)
+    problems = problems_of(text)
+    assert any(p.startswith("auth.cache.url:") and "(line 6)" in p for p in problems), problems
+    assert not any("hunter2" in p for p in problems)
