@@ -124,6 +124,12 @@ def _check_prefix(value: str) -> str:
     return value
 
 
+def _check_field_path(value: str) -> str:
+    if not value or any(not part for part in value.split(".")):
+        raise ValueError(f"empty field path {value!r}")
+    return value
+
+
 def _check_cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=False)
@@ -138,6 +144,8 @@ HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 PathPrefix = Annotated[str, AfterValidator(_check_prefix)]
 Seconds = Annotated[float, Field(ge=0, le=86400)]
 Cidr = Annotated[str, AfterValidator(_check_cidr)]
+# A dotted path into the validate JSON (user.id): no part may be empty.
+FieldPath = Annotated[str, AfterValidator(_check_field_path)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 
 
@@ -210,7 +218,7 @@ class AuthConfig(_Model):
     cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = DEFAULT_CACHE_MAX_ENTRIES
     cache: SharedCacheConfig = Field(default_factory=SharedCacheConfig)
     user_agent: str = DEFAULT_USER_AGENT
-    identity_headers: dict[HeaderName, str] = Field(
+    identity_headers: dict[HeaderName, FieldPath] = Field(
         default_factory=lambda: dict(DEFAULT_IDENTITY_HEADERS)
     )
     negative_ttl: Seconds = DEFAULT_NEGATIVE_TTL
@@ -236,9 +244,6 @@ class AuthConfig(_Model):
         lowered = [name.lower() for name in value]
         if len(set(lowered)) != len(lowered):
             raise ValueError("identity header names must differ case-insensitively")
-        for name, field in value.items():
-            if not field or any(not part for part in field.split(".")):
-                raise ValueError(f"{name}: empty field path {field!r}")
         return value
 
     @field_validator("user_agent")
@@ -280,15 +285,7 @@ class ProtectRule(_Model):
     """A protected prefix, optionally with conditions on the session's identity."""
 
     prefix: PathPrefix
-    require: dict[str, Condition] = Field(default_factory=dict)
-
-    @field_validator("require")
-    @classmethod
-    def _field_paths(cls, value: dict[str, Condition]) -> dict[str, Condition]:
-        for field in value:
-            if not field or any(not part for part in field.split(".")):
-                raise ValueError(f"empty field path {field!r}")
-        return value
+    require: dict[FieldPath, Condition] = Field(default_factory=dict)
 
 
 class RouteConfig(_Model):

@@ -187,3 +187,30 @@ def test_shared_cache_url_must_be_a_redis_url(url: str) -> None:
     problems = problems_of(text)
     assert any(p.startswith("auth.cache.url:") and "(line 6)" in p for p in problems), problems
     assert not any("hunter2" in p for p in problems)
+
+
+def with_header_field(field: str) -> str:
+    return BASE.replace("/validate\n", f'/validate\n  identity_headers:\n    X-Id: "{field}"\n')
+
+
+def with_required_field(field: str) -> str:
+    rule = f'protect:\n  - prefix: /a\n    require:\n      "{field}": {{equals: 1}}\n'
+    return BASE.replace("protect: [/dashboard]\n", rule)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        (with_header_field("user..id"), "auth.identity_headers.X-Id", 5),
+        (with_header_field(""), "auth.identity_headers.X-Id", 5),
+        (with_required_field("user."), "protect[0].require", 7),
+        (with_required_field(""), "protect[0].require", 7),
+    ],
+    ids=["header-inner", "header-empty", "rule-trailing", "rule-empty"],
+)
+def test_empty_field_path_is_refused(text: str, key: str, line: int) -> None:
+    """A dotted field path with an empty part is refused where it is written, header or rule."""
+    problems = problems_of(text)
+    assert any(
+        p.startswith(key) and "empty field path" in p and f"(line {line})" in p for p in problems
+    ), problems
