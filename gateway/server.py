@@ -73,15 +73,14 @@ class Runtime:
         metrics: Metrics,
         shared: SharedCache | None = None,
     ) -> Runtime:
-        login_path, _, login_query = config.login_url.partition("?")
         return cls(
             config=config,
             rules=build_rules(config),
             policy=HeaderPolicy(config.trusted_networks, config.auth.identity_headers),
             auth=AuthClient(config.auth, pools.auth, metrics, shared),
             router=Router(config, pools, metrics),
-            login_path=login_path,
-            login_query=login_query,
+            login_path=config.login_path,
+            login_query=config.login_query,
         )
 
 

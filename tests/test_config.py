@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError, HostPort, Rate, parse_config
 
 BASE = """\
 upstream: http://frontend:3000
@@ -214,3 +216,41 @@ def test_empty_field_path_is_refused(text: str, key: str, line: int) -> None:
     assert any(
         p.startswith(key) and "empty field path" in p and f"(line {line})" in p for p in problems
     ), problems
+
+
+def test_strings_are_parsed_once_into_typed_values() -> None:
+    """Addresses, networks, the rate and login_url are typed values; the fields stay as written."""
+    extra = (
+        "  unknown_session_limit: 30/minute\n"
+        "login_url: /login?flow=web\n"
+        "listen: '[::1]:8081'\n"
+        "admin_listen: null\n"
+        "trusted_proxies: [10.1.2.3/8, '::1']\n"
+    )
+    config = parse_config(BASE.replace("protect: [/dashboard]\n", extra), env={})
+    assert config.listen_address == HostPort("::1", 8081)
+    assert config.admin_address is None
+    assert config.trusted_networks == (ip_network("10.0.0.0/8"), ip_network("::1/128"))
+    assert config.auth.unknown_session_rate == Rate(30, 60.0)
+    assert (config.login_path, config.login_query) == ("/login", "flow=web")
+    assert config.trusted_networks is config.trusted_networks
+    assert config.listen == "[::1]:8081"
+    assert config.model_dump()["trusted_proxies"] == ["10.1.2.3/8", "::1"]
+
+
+def test_defaults_are_parsed_too() -> None:
+    """Keys left out get their default's parsed value: no limit, the default addresses."""
+    config = parse_config(BASE, env={})
+    assert config.listen_address == HostPort("0.0.0.0", 8080)
+    assert config.admin_address == HostPort("127.0.0.1", 9901)
+    assert config.auth.unknown_session_rate is None
+    assert (config.trusted_networks, config.login_path, config.login_query) == ((), "/login", "")
+
+
+def test_a_copy_with_changes_parses_them_again() -> None:
+    """model_copy(update=...) gives the parsed values of the new fields, never stale ones."""
+    config = parse_config(BASE, env={})
+    copied = config.model_copy(update={"admin_listen": None, "login_url": "/in?x=1"})
+    assert copied.admin_address is None
+    assert (copied.login_path, copied.login_query) == ("/in", "x=1")
+    assert config.admin_address == HostPort("127.0.0.1", 9901)
