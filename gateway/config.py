@@ -29,6 +29,7 @@ from pydantic import (
 from yarl import URL
 
 from gateway.paths import PathError, PrefixTable, normalize_path
+from gateway.policy import Access, build_rules
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:9901"
@@ -520,15 +521,12 @@ def _cross_checks(config: GatewayConfig, tracker: _LineTracker) -> list[str]:
         return f" (line {line})" if line is not None else ""
 
     try:
-        table = PrefixTable(
-            [(r.prefix, "protect") for r in config.protect]
-            + [(p, "public") for p in config.public]
-            + [(p, "optional") for p in config.optional]
-        )
+        rules = build_rules(config)
     except (ValueError, PathError) as exc:
         problems.append(f"protect/public/optional: {exc}{at(('protect',))}")
     else:
-        if table.lookup(normalize_path(config.login_path)) == "protect":
+        login_rule = rules.lookup(normalize_path(config.login_path))
+        if login_rule is not None and login_rule.access is Access.PROTECT:
             problems.append(
                 f"login_url: {config.login_url!r} falls under a protected prefix, so sending"
                 f" people to sign in would loop; add it to public or move it{at(('login_url',))}"
