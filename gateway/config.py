@@ -262,6 +262,7 @@ class AuthConfig(_Model):
     _unknown_session_rate: Rate | None = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
+        """Keep the parsed form of unknown_session_limit, which its validator has checked."""
         limit = self.unknown_session_limit
         self._unknown_session_rate = None if limit is None else parse_rate(limit)
 
@@ -378,6 +379,7 @@ class GatewayConfig(_Model):
         return value
 
     def model_post_init(self, context: Any) -> None:
+        """Keep the parsed form of the fields below, which their validators have checked."""
         admin = self.admin_listen
         self._listen_address = parse_host_port(self.listen)
         self._admin_address = None if admin is None else parse_host_port(admin)
