@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
+from gateway.cache import CookieHasher
 from gateway.config import GatewayConfig
 
 READY_CHECK_TIMEOUT = 1.0
@@ -22,6 +23,20 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 class RevokeRefused(Exception):
     """A revocation the admin API cannot carry out as asked; the text says why."""
+
+
+def revocation_digest(hasher: CookieHasher, session: str | None, digest: str | None) -> str:
+    """The digest a revocation names: the session's own, or the one given if digests are shared.
+
+    Without auth.cache.secret each process keys its digests with its own random key, so a digest
+    seen in one process's logs names nothing in another: revoking by digest is refused.
+    """
+    if digest is None:
+        assert session is not None, "revoke_request gives exactly one of the two"
+        return hasher(session)
+    if not hasher.shared:
+        raise RevokeRefused("revoking by digest needs auth.cache.secret (digests are keyed)")
+    return digest
 
 
 class AdminBackend(Protocol):

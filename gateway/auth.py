@@ -115,8 +115,7 @@ class AuthClient:
         self._session = session
         self._metrics = metrics
         self._shared = shared
-        secret = config.cache.secret
-        self.digest = CookieHasher(secret.encode() if secret else None)
+        self.digest = CookieHasher.from_secret(config.cache.secret)
         # With a shared cache the local copy is a short first level, so a revocation that
         # missed this process still takes effect within local_ttl.
         self._local_ttl = (

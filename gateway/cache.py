@@ -30,6 +30,16 @@ class CookieHasher:
         self._shared = bool(key)
         self._key = key if key else secrets.token_bytes(32)
 
+    @classmethod
+    def from_secret(cls, secret: str | None) -> CookieHasher:
+        """The hasher for auth.cache.secret: shared when it is set, per-process when not."""
+        return cls(secret.encode() if secret else None)
+
+    @property
+    def shared(self) -> bool:
+        """True when every process with the same secret makes the same digest."""
+        return self._shared
+
     def __call__(self, value: str) -> str:
         data = value.encode("utf-8", "surrogatepass")
         if self._shared:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -28,6 +29,7 @@ from pydantic import (
 from yarl import URL
 
 from gateway.paths import PathError, PrefixTable, normalize_path
+from gateway.policy import Access, build_rules
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:9901"
@@ -46,6 +48,7 @@ DEFAULT_MAX_INFLIGHT = 128
 DEFAULT_LOCAL_TTL = 5.0
 # One process unless asked: each worker keeps its own cache and single flight (see README).
 DEFAULT_WORKERS = 1
+REDIS_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
 RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
 
@@ -67,6 +70,9 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class HostPort:
     """A parsed host:port listen address."""
@@ -78,7 +84,24 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def _parse_host_port(value: str) -> HostPort:
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A limit such as 30/minute."""
+
+    count: int
+    period: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoginTarget:
+    """Where login_url sends people: its path as written and its own query ('' when none)."""
+
+    path: str
+    query: str
+
+
+def parse_host_port(value: str) -> HostPort:
+    """host:port, [v6]:port or v6-literal:port; ValueError saying what is wrong."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not host or not port_text.isdigit():
         raise ValueError(f"expected host:port, got {value!r}")
@@ -90,9 +113,43 @@ def _parse_host_port(value: str) -> HostPort:
     return HostPort(host, port)
 
 
-def _check_host_port(value: str) -> str:
-    _parse_host_port(value)
-    return value
+def parse_rate(value: str) -> Rate:
+    """A count per second, minute or hour (30/minute); ValueError otherwise."""
+    match = _RATE.match(value)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"expected a rate such as 30/minute, got {value!r}")
+    return Rate(int(match.group(1)), RATE_PERIODS[match.group(2)])
+
+
+def parse_network(value: str) -> Network:
+    """An IP address or CIDR (host bits allowed); ValueError otherwise."""
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or CIDR: {value!r}") from None
+
+
+def parse_login_url(value: str) -> LoginTarget:
+    """A same-origin path with an optional query (/login?flow=web); ValueError otherwise."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        raise ValueError(f"must be a same-origin path such as /login, got {value!r}")
+    path, _, query = value.partition("?")
+    try:
+        normalize_path(path)
+    except PathError as exc:
+        raise ValueError(f"{value!r} cannot be normalized: {exc}") from None
+    return LoginTarget(path, query)
+
+
+def _parsed_by(parse: Callable[[str], object]) -> AfterValidator:
+    """Checks a string by parsing it; the string is kept as written (it is what is logged), and
+    model_post_init keeps the parsed value."""
+
+    def check(value: str) -> str:
+        parse(value)
+        return value
+
+    return AfterValidator(check)
 
 
 def _check_http_url(value: str) -> str:
@@ -123,64 +180,58 @@ def _check_prefix(value: str) -> str:
     return value
 
 
-def _check_cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError(f"not an IP address or CIDR: {value!r}") from None
+def _check_field_path(value: str) -> str:
+    if not value or any(not part for part in value.split(".")):
+        raise ValueError(f"empty field path {value!r}")
     return value
 
 
-ListenAddress = Annotated[str, AfterValidator(_check_host_port)]
+ListenAddress = Annotated[str, _parsed_by(parse_host_port)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 PathPrefix = Annotated[str, AfterValidator(_check_prefix)]
 Seconds = Annotated[float, Field(ge=0, le=86400)]
-Cidr = Annotated[str, AfterValidator(_check_cidr)]
+Cidr = Annotated[str, _parsed_by(parse_network)]
+RateText = Annotated[str, _parsed_by(parse_rate)]
+LoginUrl = Annotated[str, _parsed_by(parse_login_url)]
+# A dotted path into the validate JSON (user.id): no part may be empty.
+FieldPath = Annotated[str, AfterValidator(_check_field_path)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """A limit such as 30/minute."""
-
-    count: int
-    period: float
-
-
-def parse_rate(value: str) -> Rate:
-    match = _RATE.match(value)
-    if match is None or int(match.group(1)) < 1:
-        raise ValueError(f"expected a rate such as 30/minute, got {value!r}")
-    return Rate(int(match.group(1)), RATE_PERIODS[match.group(2)])
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with `update` applied; values parsed from the fields are parsed again."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            copied.model_post_init(None)
+        return copied
 
 
-def _check_rate(value: str) -> str:
-    parse_rate(value)
+def check_redis_url(value: str) -> str:
+    """The URL as given when redis-py can connect to it; its scheme is named otherwise.
+
+    The URL itself is left out of the message: it often carries the Redis password.
+    """
+    scheme = URL(value).scheme
+    if scheme not in REDIS_URL_SCHEMES:
+        given = f"scheme {scheme!r}" if scheme else "no scheme"
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {given}")
     return value
 
 
-RateText = Annotated[str, AfterValidator(_check_rate)]
+RedisUrl = Annotated[str, AfterValidator(check_redis_url)]
 
 
 class SharedCacheConfig(_Model):
     """Where validations are shared between replicas (memory: this process only)."""
 
     backend: Literal["memory", "redis"] = "memory"
-    url: str | None = None
+    url: RedisUrl | None = None
     secret: str | None = None
     local_ttl: Seconds = DEFAULT_LOCAL_TTL
-
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and URL(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"expected a redis:// URL, got {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _redis_needs_url_and_secret(self) -> SharedCacheConfig:
@@ -201,18 +252,24 @@ class AuthConfig(_Model):
     cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = DEFAULT_CACHE_MAX_ENTRIES
     cache: SharedCacheConfig = Field(default_factory=SharedCacheConfig)
     user_agent: str = DEFAULT_USER_AGENT
-    identity_headers: dict[HeaderName, str] = Field(
+    identity_headers: dict[HeaderName, FieldPath] = Field(
         default_factory=lambda: dict(DEFAULT_IDENTITY_HEADERS)
     )
     negative_ttl: Seconds = DEFAULT_NEGATIVE_TTL
     max_inflight: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_INFLIGHT
     unknown_session_limit: RateText | None = None
 
+    _unknown_session_rate: Rate | None = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        """Keep the parsed form of unknown_session_limit, which its validator has checked."""
+        limit = self.unknown_session_limit
+        self._unknown_session_rate = None if limit is None else parse_rate(limit)
+
     @property
     def unknown_session_rate(self) -> Rate | None:
-        return (
-            None if self.unknown_session_limit is None else parse_rate(self.unknown_session_limit)
-        )
+        """unknown_session_limit as a Rate, or None for no limit."""
+        return self._unknown_session_rate
 
     @field_validator("cookie")
     @classmethod
@@ -227,9 +284,6 @@ class AuthConfig(_Model):
         lowered = [name.lower() for name in value]
         if len(set(lowered)) != len(lowered):
             raise ValueError("identity header names must differ case-insensitively")
-        for name, field in value.items():
-            if not field or any(not part for part in field.split(".")):
-                raise ValueError(f"{name}: empty field path {field!r}")
         return value
 
     @field_validator("user_agent")
@@ -271,15 +325,7 @@ class ProtectRule(_Model):
     """A protected prefix, optionally with conditions on the session's identity."""
 
     prefix: PathPrefix
-    require: dict[str, Condition] = Field(default_factory=dict)
-
-    @field_validator("require")
-    @classmethod
-    def _field_paths(cls, value: dict[str, Condition]) -> dict[str, Condition]:
-        for field in value:
-            if not field or any(not part for part in field.split(".")):
-                raise ValueError(f"empty field path {field!r}")
-        return value
+    require: dict[FieldPath, Condition] = Field(default_factory=dict)
 
 
 class RouteConfig(_Model):
@@ -311,7 +357,7 @@ class GatewayConfig(_Model):
     )
     public: list[PathPrefix] = Field(default_factory=list)
     optional: list[PathPrefix] = Field(default_factory=list)
-    login_url: str = DEFAULT_LOGIN_URL
+    login_url: LoginUrl = DEFAULT_LOGIN_URL
     trusted_proxies: list[Cidr] = Field(default_factory=list)
     admin_listen: ListenAddress | None = DEFAULT_ADMIN_LISTEN
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = DEFAULT_MAX_HEADER_BYTES
@@ -320,6 +366,11 @@ class GatewayConfig(_Model):
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = DEFAULT_WORKERS
     admin_token: str | None = None
 
+    _listen_address: HostPort = PrivateAttr()
+    _admin_address: HostPort | None = PrivateAttr()
+    _trusted_networks: tuple[Network, ...] = PrivateAttr()
+    _login_target: LoginTarget = PrivateAttr()
+
     @field_validator("admin_token")
     @classmethod
     def _token_length(cls, value: str | None) -> str | None:
@@ -327,33 +378,40 @@ class GatewayConfig(_Model):
             raise ValueError("admin_token must be at least 16 characters")
         return value
 
-    @field_validator("login_url")
-    @classmethod
-    def _login_path(cls, value: str) -> str:
-        if not value.startswith("/") or value.startswith("//") or "\\" in value:
-            raise ValueError(f"must be a same-origin path such as /login, got {value!r}")
-        path = value.split("?", 1)[0]
-        try:
-            normalize_path(path)
-        except PathError as exc:
-            raise ValueError(f"{value!r} cannot be normalized: {exc}") from None
-        return value
+    def model_post_init(self, context: Any) -> None:
+        """Keep the parsed form of the fields below, which their validators have checked."""
+        admin = self.admin_listen
+        self._listen_address = parse_host_port(self.listen)
+        self._admin_address = None if admin is None else parse_host_port(admin)
+        self._trusted_networks = tuple(parse_network(c) for c in self.trusted_proxies)
+        self._login_target = parse_login_url(self.login_url)
 
     @property
     def listen_address(self) -> HostPort:
-        return _parse_host_port(self.listen)
+        return self._listen_address
 
     @property
     def admin_address(self) -> HostPort | None:
-        return None if self.admin_listen is None else _parse_host_port(self.admin_listen)
+        """None when admin_listen is off (null)."""
+        return self._admin_address
 
     @property
     def worker_count(self) -> int:
         return (os.cpu_count() or 1) if self.workers == "auto" else self.workers
 
     @property
-    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return self._trusted_networks
+
+    @property
+    def login_path(self) -> str:
+        """The path of login_url, as written (redirects send people there)."""
+        return self._login_target.path
+
+    @property
+    def login_query(self) -> str:
+        """login_url's own query, '' when it has none; a redirect appends next= to it."""
+        return self._login_target.query
 
 
 class _LineTracker:
@@ -465,16 +523,12 @@ def _cross_checks(config: GatewayConfig, tracker: _LineTracker) -> list[str]:
         return f" (line {line})" if line is not None else ""
 
     try:
-        table = PrefixTable(
-            [(r.prefix, "protect") for r in config.protect]
-            + [(p, "public") for p in config.public]
-            + [(p, "optional") for p in config.optional]
-        )
+        rules = build_rules(config)
     except (ValueError, PathError) as exc:
         problems.append(f"protect/public/optional: {exc}{at(('protect',))}")
     else:
-        login_path = normalize_path(config.login_url.split("?", 1)[0])
-        if table.lookup(login_path) == "protect":
+        login_rule = rules.lookup(normalize_path(config.login_path))
+        if login_rule is not None and login_rule.access is Access.PROTECT:
             problems.append(
                 f"login_url: {config.login_url!r} falls under a protected prefix, so sending"
                 f" people to sign in would loop; add it to public or move it{at(('login_url',))}"

@@ -71,8 +71,9 @@ WEBSOCKET_HANDSHAKE = frozenset(
         "sec-websocket-accept",
     }
 )
-# What the gateway's listener speaks, told to the app as X-Forwarded-Proto.
-SCHEME = "http"
+# The gateway does not terminate TLS, so the scheme it saw is http; a TLS proxy in front says
+# otherwise through a trusted X-Forwarded-Proto.
+CLIENT_SCHEME = "http"
 MAX_REQUEST_ID_LENGTH = 128
 # Generated ids need to be unique, not secret: a random per-process prefix and a counter cost no
 # system call per request (os.urandom did).
@@ -185,7 +186,7 @@ class HeaderPolicy:
             out.append(("Host", host))
         out.append(("X-Forwarded-For", forwarding.forwarded_for))
         if not forwarding.trusted or "X-Forwarded-Proto" not in headers:
-            out.append(("X-Forwarded-Proto", SCHEME))
+            out.append(("X-Forwarded-Proto", CLIENT_SCHEME))
         if host is not None and (not forwarding.trusted or "X-Forwarded-Host" not in headers):
             out.append(("X-Forwarded-Host", host))
         out.append(("X-Request-ID", request_id))

@@ -67,7 +67,6 @@ class Runtime:
         shared: SharedCache | None = None,
     ) -> Runtime:
         policy = HeaderPolicy(config.trusted_networks, config.auth.identity_headers)
-        login_path, _, login_query = config.login_url.partition("?")
         return cls(
             config=config,
             reader=RequestReader(policy, config.auth.cookie, config.max_header_bytes),
@@ -75,7 +74,7 @@ class Runtime:
             policy=policy,
             auth=AuthClient(config.auth, pools.auth, metrics, shared),
             router=Router(config, pools, metrics),
-            sign_in=SignIn(login_path, login_query, config.auth.cookie),
+            sign_in=SignIn(config.login_path, config.login_query, config.auth.cookie),
         )
 
 

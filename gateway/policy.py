@@ -9,10 +9,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import Condition, GatewayConfig
 from gateway.paths import PrefixTable
+
+if TYPE_CHECKING:
+    # Types only: config checks a file's rules with build_rules, so it imports this module.
+    from gateway.config import Condition, GatewayConfig
 
 
 class Access(enum.StrEnum):

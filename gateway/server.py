@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
-from gateway.admin import RevokeRefused
+from gateway.admin import revocation_digest
 from gateway.config import GatewayConfig
 from gateway.handler import Gateway, Runtime
 from gateway.lifecycle import bound_port, start_admin, start_shared_cache
@@ -58,11 +58,7 @@ class RunningGateway:
     def evict_here(self, session: str | None, digest: str | None) -> dict[str, object]:
         """Evict a session from this process only (a worker asked by its supervisor)."""
         auth = self.gateway.runtime.auth
-        if digest is None:
-            assert session is not None
-            digest = auth.digest(session)
-        elif not auth.config.cache.secret:
-            raise RevokeRefused("revoking by digest needs auth.cache.secret (digests are keyed)")
+        digest = revocation_digest(auth.digest, session, digest)
         return {"digest": digest, "local": auth.evict(digest)}
 
     async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:

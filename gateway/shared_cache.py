@@ -1,10 +1,10 @@
 """The optional second-level validation cache, shared by the gateway replicas through Redis.
 
 A validation one replica made is reused by the others: the claims are stored as JSON under
-`key_prefix + digest`, where the digest is a keyed HMAC of the cookie value (`session_digest`),
-so the raw cookie value never leaves the process. A revocation deletes the key and is published
-on a pub/sub channel; every replica (the publisher included) hears it and evicts its own
-in-process entry through `on_revoke(digest)`.
+`key_prefix + digest`, where the digest is the HMAC of the cookie value under auth.cache.secret
+(`cache.CookieHasher`), so the raw cookie value never leaves the process. A revocation deletes
+the key and is published on a pub/sub channel; every replica (the publisher included) hears it
+and evicts its own in-process entry through `on_revoke(digest)`.
 
 Redis is an optimisation, never a dependency: every operation has a short deadline
 (`op_timeout`), no operation raises, and while Redis is unreachable `get` and `put` return at
@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
-import hmac
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,19 +36,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.config import check_redis_url
+
 log = structlog.get_logger("gateway.shared_cache")
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _REASON_MAX = 120
-
-
-def session_digest(secret: bytes, cookie_value: str) -> str:
-    """Hex HMAC-SHA256 of a cookie value: the same on every replica configured with `secret`."""
-    if not secret:
-        raise ValueError("the shared cache secret must not be empty")
-    message = cookie_value.encode("utf-8", "surrogatepass")
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 class _State(enum.Enum):
@@ -96,8 +87,7 @@ class SharedCache:
         retry_interval: float = 1.0,
         on_resubscribe: Callable[[], None] | None = None,
     ) -> None:
-        if urlsplit(url).scheme not in _URL_SCHEMES:
-            raise ValueError("the shared cache URL must start with redis://, rediss:// or unix://")
+        check_redis_url(url)
         if op_timeout <= 0 or retry_interval <= 0:
             raise ValueError("op_timeout and retry_interval must be positive")
         self._url = url

@@ -24,7 +24,7 @@ import aiohttp
 import structlog
 from prometheus_client import multiprocess
 
-from gateway.admin import NOT_READY, RevokeRefused
+from gateway.admin import NOT_READY, RevokeRefused, revocation_digest
 from gateway.cache import CookieHasher
 from gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
 from gateway.lifecycle import start_admin, start_shared_cache
@@ -194,8 +194,9 @@ class Supervisor:
 
     async def revoke(self, session: str | None, digest: str | None) -> dict[str, object]:
         """Evict in every worker, and through Redis on every replica."""
-        if digest is not None and not self.config.auth.cache.secret:
-            raise RevokeRefused("revoking by digest needs auth.cache.secret (digests are keyed)")
+        key = revocation_digest(
+            CookieHasher.from_secret(self.config.auth.cache.secret), session, digest
+        )
         body = {"session": session} if session is not None else {"digest": digest}
         evicted: list[bool] = []
         for index in range(self.count):
@@ -217,13 +218,7 @@ class Supervisor:
                 log.warning(
                     "worker did not take the revocation", worker=index, error=type(exc).__name__
                 )
-        shared = None
-        if self.shared is not None:
-            key = digest
-            if key is None and self.config.auth.cache.secret:
-                key = CookieHasher(self.config.auth.cache.secret.encode())(session or "")
-            if key is not None:
-                shared = await self.shared.revoke(key)
+        shared = None if self.shared is None else await self.shared.revoke(key)
         return {"local": any(evicted), "workers": len(evicted), "shared": shared}
 
 

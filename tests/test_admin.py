@@ -1,9 +1,12 @@
-"""The admin listener: /healthz, /readyz naming the failing check, /metrics."""
+"""The admin listener: /healthz, /readyz naming the failing check, /metrics, revocation."""
 
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
+from gateway.admin import RevokeRefused, revocation_digest
+from gateway.cache import CookieHasher
 from tests.support.harness import GOOD, GatewayFactory
 from tests.support.process import free_port
 from tests.support.rawhttp import exchange, get
@@ -70,3 +73,22 @@ async def test_metrics_count_upstream_errors(gateway_factory: GatewayFactory) ->
     assert (await exchange(gw.port, get("/"))).status == 502
     _, _, text = await admin_get(gw.running.admin_port, "/metrics")
     assert 'gateway_upstream_errors_total{kind="unreachable"} 1.0' in text
+
+
+@pytest.mark.parametrize("secret", ["shared-cache-test-secret", None])
+def test_revocation_by_session_names_its_digest(secret: str | None) -> None:
+    """Revoking a session value names that session's digest, with or without a shared secret."""
+    hasher = CookieHasher.from_secret(secret)
+    assert revocation_digest(hasher, "cookie-value", None) == hasher("cookie-value")
+
+
+def test_revocation_by_digest_is_taken_as_given_under_a_shared_secret() -> None:
+    """With a shared secret a digest from any process's logs is revoked as it is."""
+    hasher = CookieHasher.from_secret("shared-cache-test-secret")
+    assert revocation_digest(hasher, None, "ab" * 32) == "ab" * 32
+
+
+def test_revocation_by_digest_needs_the_shared_secret() -> None:
+    """Without auth.cache.secret digests are per process, so revoking by one is refused."""
+    with pytest.raises(RevokeRefused, match=r"needs auth\.cache\.secret"):
+        revocation_digest(CookieHasher.from_secret(None), None, "ab" * 32)

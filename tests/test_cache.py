@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 
 import pytest
 
@@ -56,6 +58,32 @@ def test_hasher_is_keyed_and_stable() -> None:
     assert one("abc") != two("abc")
     assert "abc" not in one("abc")
     assert len(one("abc")) == 64
+
+
+def test_hasher_with_a_secret_is_hmac_sha256() -> None:
+    """Under a shared secret the digest is hex HMAC-SHA256, the same in every process."""
+    secret = "shared-cache-test-secret"
+    hasher = CookieHasher.from_secret(secret)
+    assert hasher.shared
+    expected = hmac.new(secret.encode(), "sess\u00e9".encode(), hashlib.sha256).hexdigest()
+    assert hasher("sess\u00e9") == expected == CookieHasher.from_secret(secret)("sess\u00e9")
+
+
+@pytest.mark.parametrize("secret", [None, ""])
+def test_hasher_without_a_secret_is_keyed_per_process(secret: str | None) -> None:
+    """No (or an empty) secret gives a random per-process key, never an unkeyed hash."""
+    one, two = CookieHasher.from_secret(secret), CookieHasher.from_secret(secret)
+    assert not one.shared
+    assert one("abc") == one("abc") != two("abc")
+    assert one("abc") != hashlib.blake2b(b"abc", digest_size=32).hexdigest()
+
+
+@pytest.mark.parametrize("value", ["abcdef", "a" * 64, "0123456789abcdef", "sess\u00e9"])
+def test_digest_does_not_contain_the_cookie(value: str) -> None:
+    """The digest is 64 lowercase hex characters and shows nothing of the cookie value."""
+    digest = CookieHasher(b"k" * 32)(value)
+    assert len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+    assert value not in digest
 
 
 async def test_single_flight_shares_one_call() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError, HostPort, Rate, parse_config
 
 BASE = """\
 upstream: http://frontend:3000
@@ -177,3 +179,78 @@ def test_duplicate_rule_prefix_is_refused() -> None:
     """The same prefix in protect and public is ambiguous and refused."""
     problems = problems_of(BASE + "public: [/Dashboard/]\n")
     assert any("protect/public" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("url", ["http://:hunter2@cache:6379", "cache:6379", ""])
+def test_shared_cache_url_must_be_a_redis_url(url: str) -> None:
+    """auth.cache.url must be redis://, rediss:// or unix://; the refusal never shows the URL."""
+    cache = f'  cache:\n    backend: redis\n    url: "{url}"\n    secret: s3cret-s3cret-s3cret\n'
+    text = BASE.replace("/validate\n", "/validate\n" + cache)
+    problems = problems_of(text)
+    assert any(p.startswith("auth.cache.url:") and "(line 6)" in p for p in problems), problems
+    assert not any("hunter2" in p for p in problems)
+
+
+def with_header_field(field: str) -> str:
+    return BASE.replace("/validate\n", f'/validate\n  identity_headers:\n    X-Id: "{field}"\n')
+
+
+def with_required_field(field: str) -> str:
+    rule = f'protect:\n  - prefix: /a\n    require:\n      "{field}": {{equals: 1}}\n'
+    return BASE.replace("protect: [/dashboard]\n", rule)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        (with_header_field("user..id"), "auth.identity_headers.X-Id", 5),
+        (with_header_field(""), "auth.identity_headers.X-Id", 5),
+        (with_required_field("user."), "protect[0].require", 7),
+        (with_required_field(""), "protect[0].require", 7),
+    ],
+    ids=["header-inner", "header-empty", "rule-trailing", "rule-empty"],
+)
+def test_empty_field_path_is_refused(text: str, key: str, line: int) -> None:
+    """A dotted field path with an empty part is refused where it is written, header or rule."""
+    problems = problems_of(text)
+    assert any(
+        p.startswith(key) and "empty field path" in p and f"(line {line})" in p for p in problems
+    ), problems
+
+
+def test_strings_are_parsed_once_into_typed_values() -> None:
+    """Addresses, networks, the rate and login_url are typed values; the fields stay as written."""
+    extra = (
+        "  unknown_session_limit: 30/minute\n"
+        "login_url: /login?flow=web\n"
+        "listen: '[::1]:8081'\n"
+        "admin_listen: null\n"
+        "trusted_proxies: [10.1.2.3/8, '::1']\n"
+    )
+    config = parse_config(BASE.replace("protect: [/dashboard]\n", extra), env={})
+    assert config.listen_address == HostPort("::1", 8081)
+    assert config.admin_address is None
+    assert config.trusted_networks == (ip_network("10.0.0.0/8"), ip_network("::1/128"))
+    assert config.auth.unknown_session_rate == Rate(30, 60.0)
+    assert (config.login_path, config.login_query) == ("/login", "flow=web")
+    assert config.trusted_networks is config.trusted_networks
+    assert config.listen == "[::1]:8081"
+    assert config.model_dump()["trusted_proxies"] == ["10.1.2.3/8", "::1"]
+
+
+def test_defaults_are_parsed_too() -> None:
+    """Keys left out get their default's parsed value: no limit, the default addresses."""
+    config = parse_config(BASE, env={})
+    assert config.listen_address == HostPort("0.0.0.0", 8080)
+    assert config.admin_address == HostPort("127.0.0.1", 9901)
+    assert config.auth.unknown_session_rate is None
+    assert (config.trusted_networks, config.login_path, config.login_query) == ((), "/login", "")
+
+
+def test_a_copy_with_changes_parses_them_again() -> None:
+    """model_copy(update=...) gives the parsed values of the new fields, never stale ones."""
+    config = parse_config(BASE, env={})
+    copied = config.model_copy(update={"admin_listen": None, "login_url": "/in?x=1"})
+    assert copied.admin_address is None
+    assert (copied.login_path, copied.login_query) == ("/in", "x=1")
+    assert config.admin_address == HostPort("127.0.0.1", 9901)

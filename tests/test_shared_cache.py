@@ -14,7 +14,8 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from gateway.shared_cache import SharedCache, session_digest
+from gateway.cache import CookieHasher
+from gateway.shared_cache import SharedCache
 from tests.support.process import free_port
 from tests.support.redis_server import RedisServer, redis_available, start_redis
 
@@ -25,6 +26,8 @@ MARGIN = 0.15
 DEADLINE = 5.0
 CLAIMS: dict[str, Any] = {"user": {"id": "u-1", "email": "a@example.com"}, "admin": False}
 SECRET = b"shared-cache-test-secret"
+# What every replica configured with SECRET makes of a cookie value.
+digest_of = CookieHasher(SECRET)
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
 
@@ -102,45 +105,6 @@ def up_lines(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, A
     return [e for e in logs if e["event"] == "shared cache available again"]
 
 
-# -- session_digest -------------------------------------------------------------------------------
-
-
-def test_digest_is_stable_hex_sha256() -> None:
-    """The digest is 64 lowercase hex characters, the same for the same secret and value."""
-    digest = session_digest(SECRET, "cookie-value-123")
-    assert digest == session_digest(SECRET, "cookie-value-123")
-    assert len(digest) == 64
-    assert set(digest) <= set("0123456789abcdef")
-
-
-@pytest.mark.parametrize(
-    ("secret_a", "value_a", "secret_b", "value_b"),
-    [
-        (SECRET, "cookie-a", SECRET, "cookie-b"),
-        (SECRET, "cookie-a", b"another-secret", "cookie-a"),
-        (SECRET, "Cookie-a", SECRET, "cookie-a"),
-    ],
-    ids=["different-value", "different-secret", "case"],
-)
-def test_digest_is_keyed(secret_a: bytes, value_a: str, secret_b: bytes, value_b: str) -> None:
-    """A different cookie value or a different secret gives a different digest."""
-    assert session_digest(secret_a, value_a) != session_digest(secret_b, value_b)
-
-
-@pytest.mark.parametrize("value", ["abcdef", "a" * 64, "0123456789abcdef", "sess\u00e9"])
-def test_digest_does_not_contain_the_cookie(value: str) -> None:
-    """The digest reveals nothing of the cookie value, even a hex-looking one."""
-    digest = session_digest(SECRET, value)
-    assert value not in digest
-    assert digest != value
-
-
-def test_digest_needs_a_secret() -> None:
-    """An empty secret is refused rather than silently making an unkeyed hash."""
-    with pytest.raises(ValueError, match="secret"):
-        session_digest(b"", "cookie")
-
-
 # -- caching between replicas ---------------------------------------------------------------------
 
 
@@ -152,7 +116,7 @@ async def test_put_on_one_replica_is_read_by_another(
     b = await replica_factory(redis_server.url)
     assert a.cache.healthy and b.cache.healthy
     assert a.cache.status == b.cache.status == "ok"
-    digest = session_digest(SECRET, "cookie-put-get")
+    digest = digest_of("cookie-put-get")
     assert await b.cache.get(digest) is None
 
     await a.cache.put(digest, CLAIMS, ttl=0.3)
@@ -179,9 +143,9 @@ async def test_stored_as_json_under_prefix_with_ttl_and_no_cookie(
     """Redis holds key_prefix + digest -> JSON claims with a PX ttl; the cookie is nowhere."""
     cookie = "raw-cookie-value-must-not-leave-0123"
     a = await replica_factory(redis_server.url, key_prefix="gw-test:")
-    digest = session_digest(SECRET, cookie)
+    digest = digest_of(cookie)
     await a.cache.put(digest, CLAIMS, ttl=30)
-    await a.cache.revoke(session_digest(SECRET, "other"))
+    await a.cache.revoke(digest_of("other"))
 
     async with Redis.from_url(redis_server.url) as raw:
         keys = await raw.keys("*")
@@ -203,7 +167,7 @@ async def test_entry_that_is_not_a_json_object_is_a_miss(
 ) -> None:
     """A value that is not a JSON object (corrupt, or written by something else) is a miss."""
     a = await replica_factory(redis_server.url)
-    digest = session_digest(SECRET, "cookie-corrupt")
+    digest = digest_of("cookie-corrupt")
     async with Redis.from_url(redis_server.url) as raw:
         await raw.set(f"hamrah-gateway:session:{digest}", stored)
     assert await a.cache.get(digest) is None
@@ -216,7 +180,7 @@ async def test_put_with_no_ttl_stores_nothing(
 ) -> None:
     """A put whose ttl is not positive stores nothing."""
     a = await replica_factory(redis_server.url)
-    digest = session_digest(SECRET, "cookie-ttl")
+    digest = digest_of("cookie-ttl")
     await a.cache.put(digest, CLAIMS, ttl=ttl)
     assert await a.cache.get(digest) is None
 
@@ -230,7 +194,7 @@ async def test_revoke_reaches_the_other_replica(
     """A revoke on one replica calls on_revoke(digest) on the other within 1s; the key is gone."""
     a = await replica_factory(redis_server.url)
     b = await replica_factory(redis_server.url)
-    digest = session_digest(SECRET, "cookie-revoke")
+    digest = digest_of("cookie-revoke")
     await a.cache.put(digest, CLAIMS, ttl=30)
     assert await b.cache.get(digest) == CLAIMS
 
@@ -252,7 +216,7 @@ async def test_revoke_latency_over_many_messages(
     """Many revocations in a row all arrive, in order, each well within 1s."""
     a = await replica_factory(redis_server.url)
     b = await replica_factory(redis_server.url)
-    digests = [session_digest(SECRET, f"cookie-{i}") for i in range(200)]
+    digests = [digest_of(f"cookie-{i}") for i in range(200)]
     sent: dict[str, float] = {}
     for digest in digests:
         sent[digest] = time.perf_counter()
@@ -281,7 +245,7 @@ async def test_malformed_broadcast_and_failing_callback_do_not_stop_the_subscrip
     )
     await cache.start()
     try:
-        first, second = session_digest(SECRET, "one"), session_digest(SECRET, "two")
+        first, second = digest_of("one"), digest_of("two")
         with capture_logs() as logs:
             async with Redis.from_url(redis_server.url) as raw:
                 for message in ["raw-cookie-value", first.upper(), first, second]:
@@ -324,7 +288,7 @@ async def test_redis_down_degrades_fast_and_logs_once(
 ) -> None:
     """Redis stopped: calls return None/no error fast, status degraded, one warning for many."""
     a = await replica_factory(redis_server.url)
-    digest = session_digest(SECRET, "cookie-down")
+    digest = digest_of("cookie-down")
     await a.cache.put(digest, CLAIMS, ttl=30)
 
     with capture_logs() as logs:
@@ -357,7 +321,7 @@ async def test_hung_redis_costs_one_op_timeout_then_nothing(
 ) -> None:
     """Redis hung (SIGSTOP): one call waits op_timeout, the rest skip the network; SIGCONT heals."""
     a = await replica_factory(redis_server.url)
-    digest = session_digest(SECRET, "cookie-hung")
+    digest = digest_of("cookie-hung")
     await a.cache.put(digest, CLAIMS, ttl=30)
 
     with capture_logs() as logs:
@@ -407,7 +371,7 @@ async def test_redis_restart_heals_and_pubsub_works_again(
     assert len(up_lines(logs)) == 2
     assert a.resubscribed == b.resubscribed == 1
 
-    digest = session_digest(SECRET, "cookie-after-restart")
+    digest = digest_of("cookie-after-restart")
     await b.cache.put(digest, CLAIMS, ttl=30)
     assert await a.cache.get(digest) == CLAIMS
     started = time.perf_counter()
@@ -427,7 +391,7 @@ async def test_redis_never_started(replica_factory: ReplicaFactory) -> None:
         assert not a.cache.healthy
         assert a.cache.status.startswith("degraded: ")
         assert str(port) in a.cache.status
-        digest = session_digest(SECRET, "cookie-never")
+        digest = digest_of("cookie-never")
         assert await a.cache.get(digest) is None
         await a.cache.put(digest, CLAIMS, ttl=30)
         assert await a.cache.revoke(digest) is False
@@ -474,7 +438,7 @@ async def test_close_is_idempotent_and_leaves_nothing_running(
     await cache.close()
     assert not cache.healthy
     assert cache.status == "degraded: closed"
-    digest = session_digest(SECRET, "cookie-closed")
+    digest = digest_of("cookie-closed")
     assert await cache.get(digest) is None
     await cache.put(digest, CLAIMS, ttl=1)
     assert await cache.revoke(digest) is False
