@@ -18,6 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import pages
 from gateway.admin import RevokeRefused, build_admin_app
+from gateway.assertion import JWKS_PATH, Asserter
 from gateway.auth import AuthClient, Outcome, Verdict
 from gateway.config import GatewayConfig
 from gateway.cookies import find_session, mentions
@@ -64,6 +65,7 @@ class Runtime:
     router: Router
     login_path: str
     login_query: str
+    assertion: Asserter | None
 
     @classmethod
     def build(
@@ -74,14 +76,17 @@ class Runtime:
         shared: SharedCache | None = None,
     ) -> Runtime:
         login_path, _, login_query = config.login_url.partition("?")
+        # The assertion header is stripped from clients like an identity header.
+        signed = () if config.assertion is None else (config.assertion.header,)
         return cls(
             config=config,
             rules=build_rules(config),
-            policy=HeaderPolicy(config.trusted_networks, config.auth.identity_headers),
+            policy=HeaderPolicy(config.trusted_networks, (*config.auth.identity_headers, *signed)),
             auth=AuthClient(config.auth, pools.auth, metrics, shared),
             router=Router(config, pools, metrics),
             login_path=login_path,
             login_query=login_query,
+            assertion=Asserter.build(config),
         )
 
 
@@ -201,6 +206,11 @@ class Gateway:
             # Registered before anything can refuse the request, so no line logs them.
             info.secrets = _secrets(headers, mentions(cookies, rt.config.auth.cookie))
             bind_secrets(info.secrets)
+            if rt.assertion is not None and path == JWKS_PATH:
+                status, jwks_headers, body = rt.assertion.jwks_answer(
+                    request.method, info.request_id
+                )
+                return OwnResponse(status=status, headers=jwks_headers, body=body)
             session = find_session(cookies, rt.config.auth.cookie)
             rule = rt.rules.lookup(path) or PUBLIC_RULE
             verdict = await self._decide(rule, session, forwarding.client_ip, info)
@@ -217,6 +227,12 @@ class Gateway:
             )
             if verdict.identity is not None:
                 upstream_headers.extend(verdict.identity.headers)
+            if rt.assertion is not None and verdict.identity is not None and session is not None:
+                audience = rt.assertion.audience(headers, forwarding.trusted)
+                digest = rt.auth.digest(session)
+                upstream_headers.append(
+                    rt.assertion.header(verdict.identity.claims, digest, audience)
+                )
             relay, target = rt.router.resolve(path, query)
             if websocket:
                 return await relay.websocket(request, target, upstream_headers, self.websockets)
