@@ -86,7 +86,8 @@ async def fetch(base: str, path: str, cookie: str | None = GOOD, **headers: str)
 
 
 def token_of(result: dict[str, Any]) -> str:
-    return next(v for k, v in result["headers"] if k.lower() == HEADER.lower())
+    """The assertion header's value as the app received it."""
+    return str(next(v for k, v in result["headers"] if k.lower() == HEADER.lower()))
 
 
 async def test_app_verifies_the_assertion_with_an_independent_library(
