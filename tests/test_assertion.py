@@ -449,3 +449,30 @@ async def test_sighup_rotation_signs_with_the_new_key_and_old_tokens_still_verif
         still = await fetch(gw_url, "/dashboard")
         assert still["header"]["kid"] == after["header"]["kid"]
         assert still["verified"]
+
+
+def readme_snippet(language: str, first_line: str) -> str:
+    """The README's code block in language that starts with first_line."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index(f"```{language}\n{first_line}") + len(language) + 4
+    return readme[start : readme.index("```", start)]
+
+
+async def test_readme_python_snippet_verifies_a_real_token(
+    gateway_factory: GatewayFactory, app: Backend, keys: list[Path]
+) -> None:
+    """The README's PyJWT snippet, run as written, accepts the gateway's token and refuses a
+    forged one."""
+    verifier(app).audience = "https://app.example"
+    gw = await signing_gateway(gateway_factory, app, keys, audience="https://app.example")
+    snippet = readme_snippet("python", "import jwt")
+    snippet = snippet.replace("https://app.example/.well-known", f"{gw.url}/.well-known")
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    result = await fetch(gw.url, "/dashboard")
+    identity = namespace["gateway_identity"]
+    claims = await asyncio.to_thread(identity, {HEADER: token_of(result)})
+    assert claims is not None
+    assert claims["sub"] == "u-42"
+    assert await asyncio.to_thread(identity, {HEADER: FORGED}) is None
+    assert await asyncio.to_thread(identity, {}) is None
