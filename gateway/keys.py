@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ CURVE_NAME = "P-256"
 # The members RFC 7638 hashes for an EC key, in the lexicographic order it prescribes.
 _THUMBPRINT_MEMBERS = ("crv", "kty", "x", "y")
 KEY_FILE_MODE = 0o600
+# A P-256 key in PEM is about 250 bytes; anything much larger is not one (and /dev/zero is not
+# read to the end of memory).
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 class UnusableKey(ValueError):
@@ -52,12 +56,26 @@ def _describe(key: Any) -> str:
     return f"a key of type {type(key).__name__.removeprefix('_').replace('PrivateKey', '')}"
 
 
-def load_signing_key(path: str) -> SigningKey:
-    """Read a PEM file holding an EC P-256 private key; UnusableKey says what is wrong with it."""
+def _read_small_file(path: str) -> bytes:
+    """A regular file's bytes; a FIFO, device or directory is refused before it can block."""
     try:
-        data = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnusableKey(f"cannot read {path}: not a regular file")
+            data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise UnusableKey(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise UnusableKey(f"{path} is too large to be a key ({MAX_KEY_FILE_BYTES} bytes at most)")
+    return data
+
+
+def load_signing_key(path: str) -> SigningKey:
+    """Read a PEM file holding an EC P-256 private key; UnusableKey says what is wrong with it."""
+    data = _read_small_file(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:

@@ -244,6 +244,7 @@ def test_assertion_defaults(key_dir: Path) -> None:
     [
         (("absent.pem",), "assertion.keys[0]", 7, "cannot read"),
         (("good.pem", "a-directory.pem"), "assertion.keys[1]", 8, "cannot read"),
+        (("/dev/zero",), "assertion.keys[0]", 7, "not a regular file"),
         (("p384.pem",), "assertion.keys[0]", 7, "EC key on secp384r1"),
         (("rsa.pem",), "assertion.keys[0]", 7, "type RSA"),
         (("ed25519.pem",), "assertion.keys[0]", 7, "type Ed25519"),
@@ -256,6 +257,7 @@ def test_assertion_defaults(key_dir: Path) -> None:
     ids=[
         "missing",
         "directory",
+        "device",
         "p384",
         "rsa",
         "ed25519",
