@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -89,20 +90,28 @@ def log_output() -> io.StringIO:
     return buffer
 
 
+@contextlib.asynccontextmanager
+async def backend(state: Any, app: web.Application) -> AsyncIterator[Backend]:
+    """A test app served on loopback for the duration, with the state it reports into."""
+    runner, port = await serve(app)
+    try:
+        yield Backend(state, port)
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def frontend() -> AsyncIterator[Backend]:
     state = Frontend()
-    runner, port = await serve(build_frontend(state))
-    yield Backend(state, port)
-    await runner.cleanup()
+    async with backend(state, build_frontend(state)) as served:
+        yield served
 
 
 @pytest.fixture
 async def auth_api() -> AsyncIterator[Backend]:
     state = AuthApi(sessions={GOOD: dict(GOOD_USER)})
-    runner, port = await serve(build_auth_api(state))
-    yield Backend(state, port)
-    await runner.cleanup()
+    async with backend(state, build_auth_api(state)) as served:
+        yield served
 
 
 GatewayFactory = Callable[..., Awaitable[Gw]]

@@ -23,7 +23,7 @@ from joserfc.jwk import ECKey, KeySet
 from gateway.assertion import JWKS_PATH
 from gateway.keys import write_new_key
 from tests import rawhttp
-from tests.conftest import GOOD, Backend, GatewayFactory, Gw, serve
+from tests.conftest import GOOD, Backend, GatewayFactory, Gw, backend
 from tests.test_service import serving, write_config
 from tests.verifier import VerifyingApp, build_verifying_app
 
@@ -46,9 +46,8 @@ def keys(tmp_path: Path) -> list[Path]:
 async def app() -> AsyncIterator[Backend]:
     """The verifying app, on its own loopback port."""
     state = VerifyingApp()
-    runner, port = await serve(build_verifying_app(state))
-    yield Backend(state, port)
-    await runner.cleanup()
+    async with backend(state, build_verifying_app(state)) as served:
+        yield served
 
 
 def verifier(backend: Backend) -> VerifyingApp:
