@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
-from gateway.assertion import JWKS_CACHE_CONTROL, jwks_body
+from gateway.assertion import JWKS_CACHE_CONTROL, JWKS_CONTENT_TYPE, jwks_body
 from gateway.config import GatewayConfig
 
 READY_CHECK_TIMEOUT = 1.0
@@ -136,7 +136,7 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
             return web.json_response({"error": "assertion is not configured"}, status=404)
         return web.Response(
             body=body,
-            content_type="application/json",
+            content_type=JWKS_CONTENT_TYPE,
             headers={"Cache-Control": JWKS_CACHE_CONTROL},
         )
 
