@@ -60,7 +60,7 @@ async def signing_gateway(
 ) -> Gw:
     """The gateway in front of the verifying app, signing with the first of keys."""
     overrides: dict[str, Any] = {"admin_listen": "127.0.0.1:0", "optional": ["/opt"]}
-    for name in ("auth", "protect", "public"):
+    for name in ("auth", "protect", "public", "trusted_proxies"):
         if name in assertion:
             overrides[name] = assertion.pop(name)
     overrides.setdefault("auth", {})["cache"] = {"secret": SECRET}
@@ -475,3 +475,43 @@ async def test_readme_python_snippet_verifies_a_real_token(
     assert claims["sub"] == "u-42"
     assert await asyncio.to_thread(identity, {HEADER: FORGED}) is None
     assert await asyncio.to_thread(identity, {}) is None
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [(["127.0.0.1"], "https://app.example"), ([], f"http://{HOST}")],
+    ids=["trusted-proxy", "untrusted-peer"],
+)
+async def test_default_audience_is_the_origin_the_app_is_told(
+    gateway_factory: GatewayFactory,
+    app: Backend,
+    keys: list[Path],
+    trusted: list[str],
+    expected: str,
+) -> None:
+    """Without a configured audience, aud is X-Forwarded-Proto://X-Forwarded-Host from a trusted
+    proxy, and http://Host from anyone else."""
+    verifier(app).audience = expected
+    gw = await signing_gateway(gateway_factory, app, keys, trusted_proxies=trusted)
+    lines = ["X-Forwarded-Proto: https", "X-Forwarded-Host: app.example", f"Cookie: session={GOOD}"]
+    response = await rawhttp.exchange(gw.port, rawhttp.get("/dashboard", *lines, host=HOST))
+    assert response.status == 200, response.raw_head
+    result = verifier(app).results[-1]
+    assert result["verified"], result.get("error")
+    assert result["claims"]["aud"] == expected
+
+
+async def test_websocket_handshake_carries_the_assertion(
+    gateway_factory: GatewayFactory, keys: list[Path]
+) -> None:
+    """A signed-in WebSocket handshake reaches the app with a token that verifies."""
+    gw = await gateway_factory(assertion={"keys": [str(keys[0])]})
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.ws_connect(gw.url + "/dashboard/ws", headers={"Cookie": f"session={GOOD}"}) as ws,
+    ):
+        assert (await ws.receive_str(timeout=5)) == "hello u-42"
+    entry = gw.seen.seen[-1]
+    token = next(v for k, v in entry["headers"] if k.lower() == HEADER.lower())
+    jwks = KeySet.import_key_set(await _json(gw.url + JWKS_PATH))
+    assert jwt.decode(token, jwks, algorithms=["ES256"]).claims["sub"] == "u-42"
