@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,16 +73,10 @@ class Asserter:
     Built per config (a reload builds a new one), so a new first key signs from the next request.
     """
 
-    def __init__(
-        self,
-        config: AssertionConfig,
-        max_entries: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, config: AssertionConfig, max_entries: int) -> None:
         self._config = config
         self._key = config.keys[0]
         self._signing_headers = {"kid": self._key.kid, "typ": "JWT"}
-        self._clock = clock
         self._max_entries = max_entries
         # (session digest, audience) -> the token in use; bounded like the validation cache.
         self._issued: dict[tuple[str, str], _Issued] = {}
@@ -94,10 +88,6 @@ class Asserter:
         if config.assertion is None:
             return None
         return cls(config.assertion, config.auth.cache_max_entries)
-
-    @property
-    def header_name(self) -> str:
-        return self._config.header
 
     def audience(self, headers: CIMultiDictProxy[str], trusted: bool) -> str:
         """The configured audience, else the origin the request came to, as the app is told it:
@@ -121,10 +111,11 @@ class Asserter:
         issued = self._issued.get(slot)
         # The same validation answer (not merely an equal one): a session validated again gets a
         # token with what the auth API says now.
-        if issued is not None and issued.claims is claims and issued.reuse_until > self._clock():
+        if issued is not None and issued.claims is claims and issued.reuse_until > time.time():
             return issued.header
-        now = self._clock()
-        iat = int(now)
+        # Whole seconds, as RFC 7519 NumericDates usually are; reuse ends at iat + ttl/2, so a
+        # token always reaches the app with at least half its life left.
+        iat = int(time.time())
         token = jwt.encode(
             self._claims(claims, session_digest, audience, iat),
             self._key.private,
