@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +78,8 @@ class Asserter:
         self._key = config.keys[0]
         self._signing_headers = {"kid": self._key.kid, "typ": "JWT"}
         self._max_entries = max_entries
-        # (session digest, audience) -> the token in use; bounded like the validation cache.
-        self._issued: dict[tuple[str, str], _Issued] = {}
+        # (validation answer, audience) -> the token in use; bounded like the validation cache.
+        self._issued: dict[tuple[int, str], _Issued] = {}
         self._jwks = jwks_body(config) or b""
 
     @classmethod
@@ -103,21 +103,22 @@ class Asserter:
         return f"{scheme}://{host}"
 
     def header(
-        self, claims: Mapping[str, Any], session_digest: str, audience: str
+        self, claims: Mapping[str, Any], session_digest: Callable[[], str], audience: str
     ) -> tuple[str, str]:
         """The assertion header for a validated session; AuthUnavailable (503) when a claim
-        cannot be carried safely."""
-        slot = (session_digest, audience)
+        cannot be carried safely. session_digest is called only when a token is signed."""
+        # Keyed by the validation answer itself (one session's, as the auth cache holds it): the
+        # entry keeps it alive, so its id cannot be reused meanwhile, and a session validated
+        # again gets a token with what the auth API says now. The cached path hashes nothing.
+        slot = (id(claims), audience)
         issued = self._issued.get(slot)
-        # The same validation answer (not merely an equal one): a session validated again gets a
-        # token with what the auth API says now.
         if issued is not None and issued.claims is claims and issued.reuse_until > time.time():
             return issued.header
         # Whole seconds, as RFC 7519 NumericDates usually are; reuse ends at iat + ttl/2, so a
         # token always reaches the app with at least half its life left.
         iat = int(time.time())
         token = jwt.encode(
-            self._claims(claims, session_digest, audience, iat),
+            self._claims(claims, session_digest(), audience, iat),
             self._key.private,
             algorithm=ALGORITHM,
             headers=self._signing_headers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -229,7 +230,7 @@ class Gateway:
                 upstream_headers.extend(verdict.identity.headers)
             if rt.assertion is not None and verdict.identity is not None and session is not None:
                 audience = rt.assertion.audience(headers, forwarding.trusted)
-                digest = rt.auth.digest(session)
+                digest = functools.partial(rt.auth.digest, session)
                 upstream_headers.append(
                     rt.assertion.header(verdict.identity.claims, digest, audience)
                 )
