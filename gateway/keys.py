@@ -62,14 +62,17 @@ def _read_small_file(path: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnusableKey(f"cannot read {path}: not a regular file")
+                raise UnusableKey(f"cannot read {path!r}: not a regular file")
             data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
         finally:
             os.close(fd)
     except OSError as exc:
-        raise UnusableKey(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UnusableKey(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        # A path the OS cannot take at all (a NUL byte in it).
+        raise UnusableKey(f"cannot read {path!r}: {exc}") from None
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise UnusableKey(f"{path} is too large to be a key ({MAX_KEY_FILE_BYTES} bytes at most)")
+        raise UnusableKey(f"{path!r} is too large to be a key ({MAX_KEY_FILE_BYTES} bytes at most)")
     return data
 
 
@@ -79,18 +82,18 @@ def load_signing_key(path: str) -> SigningKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise UnusableKey(f"{path} is encrypted; give the key without a passphrase") from None
+        raise UnusableKey(f"{path!r} is encrypted; give the key without a passphrase") from None
     except ValueError:
         try:
             serialization.load_pem_public_key(data)
         except ValueError:
-            raise UnusableKey(f"{path} is not a PEM private key") from None
+            raise UnusableKey(f"{path!r} is not a PEM private key") from None
         raise UnusableKey(
-            f"{path} holds a public key; signing needs the private key"
+            f"{path!r} holds a public key; signing needs the private key"
             " (`hamrah-gateway keygen PATH` makes one)"
         ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise UnusableKey(f"{path} holds {_describe(key)}; assertions are signed with EC P-256")
+        raise UnusableKey(f"{path!r} holds {_describe(key)}; assertions are signed with EC P-256")
     jwk: dict[str, str] = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
     kid = thumbprint(jwk)
     return SigningKey(path, kid, {**jwk, "kid": kid, "alg": ALGORITHM, "use": "sig"}, key)
