@@ -48,11 +48,13 @@ def gateway_yaml(
     routes: dict[str, str] | None = None,
     log_level: str = "info",
     policy: bool = False,
+    assertion_key: str | None = None,
 ) -> str:
     """A config with every feature on: protect [/], JSON access log, admin listener.
 
     `policy` also configures a `require` rule, an optional prefix and a stripping route beside
     the measured path, to check that they cost the cached path nothing measurable.
+    `assertion_key` (a PEM file) turns the signed identity on, to measure its cost.
     """
     lines = [
         f"listen: {LOOPBACK}:{port}",
@@ -72,6 +74,8 @@ def gateway_yaml(
         lines += ["  - prefix: /admin", "    require:", "      roles: {contains: admin}"]
         lines += ["optional: [/pricing]"]
     lines += ["public:", "  - /login", "log:", f"  level: {log_level}", "  format: json"]
+    if assertion_key is not None:
+        lines += ["assertion:", f"  keys: [{assertion_key}]", "  claims: {sub: user_id}"]
     route_lines = []
     for prefix, url in (routes or {}).items():
         route_lines += [f"  - prefix: {prefix}", f"    upstream: {url}"]
@@ -298,6 +302,7 @@ def main() -> None:
     config.add_argument("--workers", type=int, default=1)
     config.add_argument("--log-level", default="info")
     config.add_argument("--policy", action="store_true")
+    config.add_argument("--assertion-key", help="a PEM key: sign the identity (assertion on)")
     args = parser.parse_args()
     if args.command == "revision":
         print(code_revision())
@@ -311,6 +316,7 @@ def main() -> None:
             workers=args.workers,
             log_level=args.log_level,
             policy=args.policy,
+            assertion_key=args.assertion_key,
         ),
         end="",
     )

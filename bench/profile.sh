@@ -16,6 +16,7 @@
 #        UP_PORT=18212 AUTH_PORT=18213 (auth stub_status on 18214)
 # A/B knobs (experiments only; the defaults are the real configuration):
 #        POLICY=1       also configure a route, an optional prefix and a require rule
+#        ASSERTION=1    sign the identity (assertion on, with a key made for the run)
 #        PROFILE=0      clean pass only, no py-spy
 #        LOG_LEVEL=info the gateway's log level (warning drops the access line: its cost)
 #        GC_TUNE=       "freeze" (gc.freeze() after imports), "freeze,50000" (+ gc threshold0),
@@ -76,12 +77,17 @@ done
 
 # POLICY=1: the issue-9 features configured beside the measured path (a route, an optional
 # prefix, a require rule), to check they cost the cached path nothing measurable.
-policy_flag=()
-[[ "${POLICY:-0}" == 1 ]] && policy_flag=(--policy)
+config_flags=()
+[[ "${POLICY:-0}" == 1 ]] && config_flags=(--policy)
+# ASSERTION=1: the signed identity on (issue 16), so its cost is this run against one without.
+if [[ "${ASSERTION:-0}" == 1 ]]; then
+  "$ROOT/.venv/bin/hamrah-gateway" keygen "$OUT/assertion.pem" >/dev/null
+  config_flags+=(--assertion-key "$OUT/assertion.pem")
+fi
 "$ROOT/.venv/bin/python" "$HERE/gwbench.py" config --port "$GW_PORT" --admin-port "$ADMIN_PORT" \
   --upstream "http://127.0.0.1:$UP_PORT" \
   --validate-url "http://127.0.0.1:$AUTH_PORT/api/auth/sessions/validate" \
-  --log-level "$LOG_LEVEL" "${policy_flag[@]}" >"$OUT/gateway.yaml"
+  --log-level "$LOG_LEVEL" "${config_flags[@]}" >"$OUT/gateway.yaml"
 REV="$("$ROOT/.venv/bin/python" "$HERE/gwbench.py" revision)"
 if [[ -z "$GC_TUNE" ]]; then
   "$ROOT/.venv/bin/hamrah-gateway" --config "$OUT/gateway.yaml" >>"$OUT/gateway.log" 2>&1 </dev/null &

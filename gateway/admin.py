@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
+from gateway.assertion import JWKS_CACHE_CONTROL, JWKS_CONTENT_TYPE, jwks_body
 from gateway.cache import CookieHasher
 from gateway.config import GatewayConfig
 
@@ -144,8 +145,19 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"revoked": True, **result})
 
+    async def jwks(request: web.Request) -> web.Response:
+        body = jwks_body(backend.current_config().assertion)
+        if body is None:
+            return web.json_response({"error": "assertion is not configured"}, status=404)
+        return web.Response(
+            body=body,
+            content_type=JWKS_CONTENT_TYPE,
+            headers={"Cache-Control": JWKS_CACHE_CONTROL},
+        )
+
     app = web.Application(client_max_size=MAX_REVOKE_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/jwks.json", jwks)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_text)
     app.router.add_post("/sessions/revoke", revoke)

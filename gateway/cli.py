@@ -1,4 +1,4 @@
-"""Command line: run the gateway, check a config, or run the demo."""
+"""Command line: run the gateway, check a config, make a signing key, or run the demo."""
 
 from __future__ import annotations
 
@@ -31,7 +31,26 @@ def _parser() -> argparse.ArgumentParser:
     frontend.add_argument("--api-url", default="http://127.0.0.1:8787")
     api = commands.add_parser("demo-api", help="run only the demo auth API")
     api.add_argument("--listen", default="0.0.0.0:8787")
+    keygen = commands.add_parser(
+        "keygen", help="write a new EC P-256 private key (PEM, mode 0600) for assertion.keys"
+    )
+    keygen.add_argument("path", type=Path, help="the file to create; an existing one is kept")
     return parser
+
+
+def _keygen(path: Path) -> int:
+    from gateway.keys import write_new_key
+
+    try:
+        key = write_new_key(path)
+    except FileExistsError:
+        print(f"{path}: already exists; keygen never overwrites a key", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{path}: cannot create: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: new P-256 key, kid {key.kid}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.demo_runner import run_demo
 
         return run_demo(args.host, args.port)
+    if args.command == "keygen":
+        return _keygen(args.path)
     if args.command in ("demo-frontend", "demo-api"):
         from gateway.demo_runner import run_demo_service
 

@@ -21,6 +21,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     field_validator,
@@ -28,6 +30,8 @@ from pydantic import (
 )
 from yarl import URL
 
+from gateway.forwarded import FORWARDING, GATEWAY_SET, HOP_BY_HOP, UNTRUSTED_ONLY, URL_OVERRIDES
+from gateway.keys import SigningKey, UnusableKey, load_signing_key
 from gateway.paths import PathError, PrefixTable, normalize_path
 from gateway.policy import Access, build_rules
 
@@ -46,6 +50,15 @@ DEFAULT_IDENTITY_HEADERS = {"X-Auth-User-Id": "id", "X-Auth-User-Email": "email"
 DEFAULT_NEGATIVE_TTL = 0.0
 DEFAULT_MAX_INFLIGHT = 128
 DEFAULT_LOCAL_TTL = 5.0
+DEFAULT_ASSERTION_HEADER = "X-Gateway-Assertion"
+DEFAULT_ISSUER = "hamrah-gateway"
+DEFAULT_ASSERTION_TTL = 60
+DEFAULT_ASSERTION_CLAIMS = {"sub": "id", "email": "email"}
+# Set by the gateway on every token; a configured claim may not replace one.
+REGISTERED_CLAIMS = frozenset({"iss", "aud", "iat", "exp", "nbf", "jti", "sid"})
+# Request headers the app needs as the client sent them: an assertion header by one of these
+# names would remove the client's copy.
+_CLIENT_HEADERS = frozenset({"cookie", "authorization"})
 # One process unless asked: each worker keeps its own cache and single flight (see README).
 DEFAULT_WORKERS = 1
 REDIS_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -328,6 +341,62 @@ class ProtectRule(_Model):
     require: dict[FieldPath, Condition] = Field(default_factory=dict)
 
 
+def _signing_key(value: Any) -> SigningKey:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected the path of a PEM file")
+    try:
+        return load_signing_key(value)
+    except UnusableKey as exc:
+        raise ValueError(str(exc)) from None
+
+
+# Read and checked while the config is validated, so a bad key file is a config error with its
+# line; logged (effective config) as its path and kid only.
+KeyFile = Annotated[
+    SigningKey,
+    PlainValidator(_signing_key),
+    PlainSerializer(lambda key: {"path": key.path, "kid": key.kid}),
+]
+
+
+def _printable_text(value: str) -> str:
+    if not value or not value.isprintable():
+        raise ValueError("must be non-empty printable text")
+    return value
+
+
+class AssertionConfig(_Model):
+    """The signed identity (a JWT) sent upstream beside the identity headers."""
+
+    header: HeaderName = DEFAULT_ASSERTION_HEADER
+    keys: Annotated[list[KeyFile], Field(min_length=1)]
+    issuer: Annotated[str, AfterValidator(_printable_text)] = DEFAULT_ISSUER
+    audience: Annotated[str, AfterValidator(_printable_text)] | None = None
+    ttl: Annotated[int, Field(ge=10, le=3600)] = DEFAULT_ASSERTION_TTL
+    claims: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ASSERTION_CLAIMS))
+
+    @field_validator("keys")
+    @classmethod
+    def _distinct_keys(cls, value: list[SigningKey]) -> list[SigningKey]:
+        kids = [key.kid for key in value]
+        if len(set(kids)) != len(kids):
+            raise ValueError("the same key is listed twice")
+        return value
+
+    @field_validator("claims")
+    @classmethod
+    def _claim_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        if "sub" not in value:
+            raise ValueError("sub is required (the field that identifies the user, e.g. sub: id)")
+        reserved = sorted(REGISTERED_CLAIMS & set(value))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: set by the gateway, not configurable")
+        for claim, dotted in value.items():
+            if not claim or not dotted or any(not part for part in dotted.split(".")):
+                raise ValueError(f"{claim}: empty field path {dotted!r}")
+        return value
+
+
 class RouteConfig(_Model):
     """A prefix served by another upstream."""
 
@@ -365,6 +434,7 @@ class GatewayConfig(_Model):
     log: LogConfig = Field(default_factory=LogConfig)
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = DEFAULT_WORKERS
     admin_token: str | None = None
+    assertion: AssertionConfig | None = None
 
     _listen_address: HostPort = PrivateAttr()
     _admin_address: HostPort | None = PrivateAttr()
@@ -532,6 +602,14 @@ def _cross_checks(config: GatewayConfig, tracker: _LineTracker) -> list[str]:
             problems.append(
                 f"login_url: {config.login_url!r} falls under a protected prefix, so sending"
                 f" people to sign in would loop; add it to public or move it{at(('login_url',))}"
+            )
+    if config.assertion is not None:
+        taken = {name.lower() for name in config.auth.identity_headers} | _CLIENT_HEADERS
+        taken |= HOP_BY_HOP | URL_OVERRIDES | FORWARDING | UNTRUSTED_ONLY | GATEWAY_SET
+        if config.assertion.header.lower().replace("_", "-") in taken:
+            problems.append(
+                f"assertion.header: {config.assertion.header!r} is a header the gateway or the"
+                f" client already sets; choose another name{at(('assertion', 'header'))}"
             )
     try:
         PrefixTable([(route.prefix, route) for route in config.routes])

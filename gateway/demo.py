@@ -1,9 +1,10 @@
 """Demo stand-ins for hamrah-api and the hamrah.app frontend, so the gateway can be run end to end.
 
 The auth API keeps sessions in memory and accepts any email: it exists to exercise the gateway's
-validate call, not to authenticate anyone. The frontend trusts only the identity headers the
-gateway injects on protected paths, which is exactly the contract a real app behind the gateway
-relies on.
+validate call, not to authenticate anyone. The frontend trusts only the identity the gateway
+asserts on protected paths, which is exactly the contract a real app behind the gateway relies on:
+with an AssertionCheck, only an identity signed by the gateway (forged headers are refused);
+without one, the identity headers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import aiohttp
 import structlog
 from aiohttp import web
 from yarl import URL
+
+from gateway.demo_verify import AssertionCheck
 
 DEMO_COOKIE = "session"
 
@@ -54,11 +57,14 @@ class DemoUser(TypedDict):
 class _Identity(NamedTuple):
     id: str
     email: str
+    # True when it came from a verified assertion, not from plain headers.
+    verified: bool = False
 
 
 _SESSIONS = web.AppKey("demo_sessions", dict[str, DemoUser])
 _API_BASE = web.AppKey("demo_api_base", str)
 _HTTP = web.AppKey("demo_http", aiohttp.ClientSession)
+_ASSERTION = web.AppKey("demo_assertion", AssertionCheck)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,13 +149,18 @@ async def _healthz(_request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------------------------
 
 
-def build_frontend(api_url: str) -> web.Application:
-    """The demo hamrah.app frontend; api_url is the demo API's base, e.g. http://127.0.0.1:8787."""
+def build_frontend(api_url: str, assertion: AssertionCheck | None = None) -> web.Application:
+    """The demo hamrah.app frontend; api_url is the demo API's base, e.g. http://127.0.0.1:8787.
+
+    With `assertion`, a signed-in page needs the gateway's verified signature, not just headers.
+    """
     base = URL(api_url)
     if base.scheme not in ("http", "https") or not base.host:
         raise ValueError(f"api_url must be an absolute http(s) URL, got {api_url!r}")
     app = web.Application()
     app[_API_BASE] = str(base).rstrip("/")
+    if assertion is not None:
+        app[_ASSERTION] = assertion
     app.cleanup_ctx.append(_http_client)
     app.router.add_get("/", _landing)
     app.router.add_get("/login", _login_form)
@@ -177,7 +188,15 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def _identity(request: web.Request) -> _Identity | None:
+async def _identity(request: web.Request) -> _Identity | None:
+    """Who the gateway says is signed in: from the verified assertion when the app checks one
+    (headers alone are then never believed), else from the identity headers."""
+    check = request.app.get(_ASSERTION)
+    if check is not None:
+        claims = await check.claims(request.headers, request.app[_HTTP])
+        if claims is None:
+            return None
+        return _Identity(str(claims["sub"]), str(claims.get("email", "")), verified=True)
     user_id = request.headers.get(_USER_ID_HEADER, "").strip()
     email = request.headers.get(_USER_EMAIL_HEADER, "").strip()
     return _Identity(user_id, email) if user_id and email else None
@@ -191,12 +210,13 @@ def _protected(handler: _IdentityHandler) -> Callable[[web.Request], Awaitable[w
 
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
-        user = _identity(request)
+        user = await _identity(request)
         if user is None:
             body = (
                 '<section class="card narrow"><h1>Not signed in</h1>'
                 "<p>This page is served through hamrah-gateway, which tells the app who is "
-                "signed in. The request arrived without that identity, so it was probably sent "
+                "signed in. The request arrived without that identity (or, where the app checks "
+                "the gateway's signature, without a valid signature), so it was probably sent "
                 "to the app directly.</p>"
                 '<p><a class="btn" href="/login">Sign in</a></p></section>'
             )
@@ -265,7 +285,8 @@ def _form_text(form: Mapping[str, object], key: str) -> str:
 
 
 async def _landing(request: web.Request) -> web.Response:
-    email = request.headers.get(_USER_EMAIL_HEADER, "").strip() or None
+    user = await _identity(request)
+    email = user.email if user is not None else None
     status = (
         f"<p>You are signed in as <strong>{escape(email)}</strong>.</p>"
         if email
@@ -349,9 +370,15 @@ async def _logout(request: web.Request) -> web.Response:
 
 
 def _facts(user: _Identity) -> str:
+    how = (
+        '<span class="verified" id="verified">identity verified by signature</span>'
+        if user.verified
+        else "identity headers (not signed)"
+    )
     return f"""<dl class="facts">
 <dt>User id</dt><dd>{escape(user.id)}</dd>
 <dt>Email</dt><dd>{escape(user.email)}</dd>
+<dt>Proof</dt><dd>{how}</dd>
 </dl>"""
 
 
@@ -360,7 +387,7 @@ async def _dashboard(_request: web.Request, user: _Identity) -> web.Response:
     body = f"""<section class="card">
 <h1>Dashboard</h1>
 <p>Signed in as <strong>{escape(user.email)}</strong>. The gateway validated your session and
-passed these identity headers to the app:</p>
+told the app who you are:</p>
 {_facts(user)}
 </section>
 <section class="card">
@@ -584,6 +611,8 @@ input:focus { outline: 2px solid var(--accent); outline-offset: 1px; border-colo
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: .4rem 1.5rem; margin: 0; }
 .facts dt { color: var(--muted); }
 .facts dd { margin: 0; word-break: break-all; }
+.verified { padding: .1rem .55rem; border-radius: 999px; background: #dcfae6; color: #067647;
+            font-family: system-ui, sans-serif; font-size: .85rem; font-weight: 600; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(20rem, 1fr));
         gap: 1.25rem; }
 .grid .card { margin-bottom: 0; }

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from gateway.config import GatewayConfig, parse_config
+from gateway.assertion import JWKS_PATH
+from gateway.config import GatewayConfig, HostPort, parse_config
 from gateway.demo import build_auth_api, build_frontend
+from gateway.demo_verify import AssertionCheck
+from gateway.keys import write_new_key
 from gateway.logs import configure_logging
 from gateway.service import Service, run_loop, stop_on_signals
 
 log = structlog.get_logger("gateway.demo")
 
 DEMO_PROTECT = ("/dashboard", "/settings", "/profile")
+# A fixed audience rather than the default origin: the demo is opened as localhost and as
+# 127.0.0.1 alike, and the frontend must know in advance what to expect.
+DEMO_AUDIENCE = "hamrah-demo"
+DEMO_KEY_NAME = "assertion.pem"
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
 async def serve_app(
@@ -29,7 +39,22 @@ async def serve_app(
     return runner, int(bound)
 
 
-def demo_config(host: str, port: int, frontend_port: int, api_port: int) -> GatewayConfig:
+def new_demo_key(directory: Path) -> Path:
+    """A fresh signing key for one demo run (nothing to set up, nothing kept)."""
+    path = directory / DEMO_KEY_NAME
+    write_new_key(path)
+    return path
+
+
+def demo_check(host: str, port: int) -> AssertionCheck:
+    """The frontend's check of the gateway listening on host:port; it fetches the JWKS there."""
+    local = "127.0.0.1" if host in _ANY_ADDRESS else host
+    return AssertionCheck(f"http://{HostPort(local, port)}{JWKS_PATH}", DEMO_AUDIENCE)
+
+
+def demo_config(
+    host: str, port: int, frontend_port: int, api_port: int, key: Path
+) -> GatewayConfig:
     """The gateway config the demo runs with, written as a user would write it."""
     protect = ", ".join(DEMO_PROTECT)
     return parse_config(
@@ -42,6 +67,10 @@ protect: [{protect}]
 admin_listen: null
 log:
   format: console
+assertion:
+  keys: [{key}]
+  audience: {DEMO_AUDIENCE}
+  claims: {{sub: id, email: email, name: name, roles: roles}}
 """,
         "<demo>",
     )
@@ -49,9 +78,10 @@ log:
 
 async def _demo(host: str, port: int) -> int:
     api_runner, api_port = await serve_app(build_auth_api(), "127.0.0.1", 0)
-    frontend = build_frontend(f"http://127.0.0.1:{api_port}")
+    frontend = build_frontend(f"http://127.0.0.1:{api_port}", demo_check(host, port))
     frontend_runner, frontend_port = await serve_app(frontend, "127.0.0.1", 0)
-    config = demo_config(host, port, frontend_port, api_port)
+    with tempfile.TemporaryDirectory(prefix="hamrah-demo-") as keys:
+        config = demo_config(host, port, frontend_port, api_port, new_demo_key(Path(keys)))
     print(f"hamrah-gateway demo: open http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
     try:
         return await Service(None, config).run()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from gateway.assertion import JWKS_PATH, Asserter
 from gateway.auth import AuthClient, Outcome
 from gateway.config import GatewayConfig
 from gateway.decision import Decision, SignInRequired, decide
@@ -35,7 +36,7 @@ from gateway.outbound import build_outbound
 from gateway.paths import PrefixTable
 from gateway.policy import PUBLIC_RULE, Rule, build_rules
 from gateway.request import ClientRequest, RequestReader
-from gateway.responses import SignIn, error_response, sign_in_response
+from gateway.responses import SignIn, error_response, own_answer, sign_in_response
 from gateway.routing import Pools, Router
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Runtime:
     auth: AuthClient
     router: Router
     sign_in: SignIn
+    assertion: Asserter | None
 
     @classmethod
     def build(
@@ -66,7 +68,9 @@ class Runtime:
         metrics: Metrics,
         shared: SharedCache | None = None,
     ) -> Runtime:
-        policy = HeaderPolicy(config.trusted_networks, config.auth.identity_headers)
+        # The assertion header is stripped from clients like an identity header.
+        signed = () if config.assertion is None else (config.assertion.header,)
+        policy = HeaderPolicy(config.trusted_networks, (*config.auth.identity_headers, *signed))
         return cls(
             config=config,
             reader=RequestReader(policy, config.auth.cookie, config.max_header_bytes),
@@ -75,6 +79,7 @@ class Runtime:
             auth=AuthClient(config.auth, pools.auth, metrics, shared),
             router=Router(config, pools, metrics),
             sign_in=SignIn(config.login_path, config.login_query, config.auth.cookie),
+            assertion=Asserter.build(config),
         )
 
 
@@ -102,11 +107,15 @@ class Gateway:
         try:
             if error is not None:
                 return self._refuse(request, client, error)
+            if rt.assertion is not None and client.path == JWKS_PATH:
+                # The keys the app verifies the assertion with: the gateway's own, before any
+                # rule or route, so no config can send the path to the app.
+                return own_answer(*rt.assertion.jwks_answer(request.method, client.request_id))
             decision = await decide(rt.rules.lookup(client.path) or PUBLIC_RULE, client, rt.auth)
             if decision.refusal is not None:
                 error = decision.refusal
                 return self._refuse(request, client, error, decision)
-            outbound = build_outbound(client, decision, headers, rt.policy, rt.router)
+            outbound = build_outbound(client, decision, headers, rt)
             if client.websocket:
                 return await outbound.relay.websocket(
                     request, outbound.target, outbound.headers, self.websockets, client.request_id

@@ -4,10 +4,15 @@ identity header can only ever come from the decision."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from multidict import CIMultiDictProxy
 
+from gateway.assertion import Asserter
+from gateway.auth import AuthClient
 from gateway.decision import Decision
 from gateway.forwarded import HeaderPolicy, Headers
 from gateway.proxy import Relay
@@ -27,20 +32,45 @@ class Outbound:
     answer: AnswerRules
 
 
+class Stages(Protocol):
+    """What the outbound stage needs of the runtime: header policy, routes, the signer."""
+
+    policy: HeaderPolicy
+    router: Router
+    assertion: Asserter | None
+    auth: AuthClient
+
+
 def build_outbound(
     request: ClientRequest,
     decision: Decision,
     headers: CIMultiDictProxy[str],
-    policy: HeaderPolicy,
-    router: Router,
+    rt: Stages,
 ) -> Outbound:
-    identity = () if decision.identity is None else decision.identity.headers
-    upstream_headers = policy.upstream_headers(
-        headers, request.forwarding, request.request_id, identity, websocket=request.websocket
+    upstream_headers = rt.policy.upstream_headers(
+        headers,
+        request.forwarding,
+        request.request_id,
+        _identity(request, decision, headers, rt),
+        websocket=request.websocket,
     )
-    relay, target = router.resolve(request.path, request.query)
+    relay, target = rt.router.resolve(request.path, request.query)
     if decision.private or decision.set_cookies or request.upgrade:
         answer = AnswerRules(decision.private, decision.set_cookies, request.upgrade)
     else:
         answer = AS_SENT
     return Outbound(relay, target, upstream_headers, answer)
+
+
+def _identity(
+    request: ClientRequest, decision: Decision, headers: CIMultiDictProxy[str], rt: Stages
+) -> Sequence[tuple[str, str]]:
+    """The identity headers, and the signed assertion of them when it is configured."""
+    identity = decision.identity
+    if identity is None:
+        return ()
+    if rt.assertion is None or request.session is None:
+        return identity.headers
+    audience = rt.assertion.audience(headers, request.forwarding.trusted)
+    digest = functools.partial(rt.auth.digest, request.session)
+    return (*identity.headers, rt.assertion.header(identity.claims, digest, audience))

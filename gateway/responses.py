@@ -107,6 +107,11 @@ def sign_in_response(
     return response
 
 
+def own_answer(status: int, headers: dict[str, str], body: bytes) -> OwnResponse:
+    """An answer the gateway serves itself as it is (the JWKS)."""
+    return OwnResponse(status=status, headers=headers, body=body)
+
+
 def client_gone() -> OwnResponse:
     """What is logged for a client that went away mid-answer: nothing can be sent to it."""
     response = OwnResponse(status=CLIENT_CLOSED_REQUEST)

@@ -27,8 +27,8 @@ from tests.support.harness import (
     GatewayFactory,
     Gw,
     LogBuffer,
+    backend,
     config_text,
-    serve,
 )
 
 
@@ -43,17 +43,15 @@ def log_output() -> io.StringIO:
 @pytest.fixture
 async def frontend() -> AsyncIterator[Backend]:
     state = FrontendSeen()
-    runner, port = await serve(build_frontend(state))
-    yield Backend(state, port)
-    await runner.cleanup()
+    async with backend(state, build_frontend(state)) as served:
+        yield served
 
 
 @pytest.fixture
 async def auth_api() -> AsyncIterator[Backend]:
     state = AuthApi(sessions={GOOD: dict(GOOD_USER)})
-    runner, port = await serve(build_auth_api(state))
-    yield Backend(state, port)
-    await runner.cleanup()
+    async with backend(state, build_auth_api(state)) as served:
+        yield served
 
 
 @pytest.fixture

@@ -150,6 +150,29 @@ async def test_back_button_after_logout_with_bfcache_does_not_restore_dashboard(
         await context.close()
 
 
+async def test_dashboard_shows_the_identity_verified_by_signature(
+    stack: DemoStack, page: Page
+) -> None:
+    """After sign-in the dashboard shows the identity the frontend verified by the gateway's
+    signature, and the same page fetched from the frontend directly with forged headers is
+    refused."""
+    await page.goto("/dashboard")
+    await sign_in(page, EMAIL, NAME)
+    await page.wait_for_url(f"{stack.url}/dashboard")
+    badge = page.locator("main #verified")
+    await expect(badge).to_have_text("identity verified by signature")
+    await expect(page.locator("main .facts dd").nth(1)).to_have_text(EMAIL)
+    await shot(page, "assertion-01-dashboard-identity-verified-by-signature")
+
+    forged = {"X-Auth-User-Id": "usr_1", "X-Auth-User-Email": EMAIL}
+    await page.context.set_extra_http_headers(forged)
+    response = _ok(await page.goto(f"http://127.0.0.1:{stack.frontend_port}/dashboard"))
+    assert response.status == 401
+    await expect(page.locator("h1")).to_have_text("Not signed in")
+    await expect(page.get_by_text(EMAIL)).to_have_count(0)
+    await shot(page, "assertion-02-forged-headers-sent-directly-refused")
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Live WebSocket + SSE, then the session ends
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
-"""The command line: --check, exit status 2 on a bad config, python -m and the console script."""
+"""The command line: --check, exit status 2 on a bad config, keygen, python -m and the console
+script."""
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
 
 GOOD_CONFIG = """\
 upstream: http://127.0.0.1:9
@@ -58,3 +63,34 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "demo" in result.stdout
+
+
+def test_keygen_writes_a_p256_private_key_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """keygen writes a PEM EC P-256 private key with mode 0600 and prints its kid."""
+    path = tmp_path / "assertion-1.pem"
+    result = run("keygen", str(path))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert isinstance(key.curve, ec.SECP256R1)
+    assert ECKey.import_key(path.read_text()).thumbprint() in result.stdout
+
+
+def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
+    """keygen on an existing file exits 1, says so, and leaves the file as it was."""
+    path = tmp_path / "assertion-1.pem"
+    path.write_text("the key signing right now\n")
+    result = run("keygen", str(path))
+    assert result.returncode == 1
+    assert "already exists" in result.stderr
+    assert path.read_text() == "the key signing right now\n"
+    assert "Traceback" not in result.stderr
+
+
+def test_keygen_into_a_missing_directory_says_why(tmp_path: Path) -> None:
+    """keygen where the directory does not exist exits 1 with the reason, not a traceback."""
+    result = run("keygen", str(tmp_path / "absent" / "key.pem"))
+    assert result.returncode == 1
+    assert "No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr

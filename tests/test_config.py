@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.config import ConfigError, HostPort, Rate, parse_config
 
@@ -254,3 +258,140 @@ def test_a_copy_with_changes_parses_them_again() -> None:
     assert copied.admin_address is None
     assert (copied.login_path, copied.login_query) == ("/in", "x=1")
     assert config.admin_address == HostPort("127.0.0.1", 9901)
+
+
+def _pem(key: Any, public: bool = False, password: bytes | None = None) -> bytes:
+    if public:
+        return bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+
+
+@pytest.fixture
+def key_dir(tmp_path: Path) -> Path:
+    """Key files of every kind a careless operator might list, by name."""
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    files = {
+        "good.pem": _pem(p256),
+        "p384.pem": _pem(ec.generate_private_key(ec.SECP384R1())),
+        "rsa.pem": _pem(rsa.generate_private_key(65537, 2048)),
+        "ed25519.pem": _pem(ed25519.Ed25519PrivateKey.generate()),
+        "public.pem": _pem(p256, public=True),
+        "encrypted.pem": _pem(p256, password=b"hunter2"),
+        "garbage.pem": b"not a key at all\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "a-directory.pem").mkdir()
+    return tmp_path
+
+
+def assertion_block(key_dir: Path, *key_names: str, extra: str = "") -> str:
+    listed = "".join(f"    - {key_dir / name}\n" for name in key_names)
+    return BASE + f"assertion:\n  keys:\n{listed}{extra}"
+
+
+def test_assertion_defaults(key_dir: Path) -> None:
+    """An assertion block with only keys gets the documented defaults."""
+    config = parse_config(assertion_block(key_dir, "good.pem"), env={})
+    assertion = config.assertion
+    assert assertion is not None
+    assert assertion.header == "X-Gateway-Assertion"
+    assert assertion.issuer == "hamrah-gateway"
+    assert assertion.audience is None
+    assert assertion.ttl == 60
+    assert assertion.claims == {"sub": "id", "email": "email"}
+    assert len(assertion.keys[0].kid) == 43
+    assert parse_config(BASE, env={}).assertion is None
+
+
+@pytest.mark.parametrize(
+    ("key_names", "key", "line", "says"),
+    [
+        (("absent.pem",), "assertion.keys[0]", 7, "cannot read"),
+        (("good.pem", "a-directory.pem"), "assertion.keys[1]", 8, "cannot read"),
+        (("/dev/zero",), "assertion.keys[0]", 7, "not a regular file"),
+        (("p384.pem",), "assertion.keys[0]", 7, "EC key on secp384r1"),
+        (("rsa.pem",), "assertion.keys[0]", 7, "type RSA"),
+        (("ed25519.pem",), "assertion.keys[0]", 7, "type Ed25519"),
+        (("public.pem",), "assertion.keys[0]", 7, "public key"),
+        (("encrypted.pem",), "assertion.keys[0]", 7, "encrypted"),
+        (("garbage.pem",), "assertion.keys[0]", 7, "not a PEM private key"),
+        (("good.pem", "good.pem"), "assertion.keys", 6, "listed twice"),
+        ((), "assertion.keys", 6, "at least 1"),
+    ],
+    ids=[
+        "missing",
+        "directory",
+        "device",
+        "p384",
+        "rsa",
+        "ed25519",
+        "public",
+        "encrypted",
+        "garbage",
+        "twice",
+        "empty",
+    ],
+)
+def test_unusable_key_names_key_and_line(
+    key_dir: Path, key_names: tuple[str, ...], key: str, line: int, says: str
+) -> None:
+    """A key file that cannot sign ES256 is a config error naming the key, its line and why."""
+    text = assertion_block(key_dir, *key_names)
+    if not key_names:
+        text = text.replace("  keys:\n", "  keys: []\n")
+    problems = problems_of(text)
+    assert any(p.startswith(f"{key}:") and f"(line {line})" in p and says in p for p in problems), (
+        problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "line"),
+    [
+        ("  ttl: 5\n", "assertion.ttl", 8),
+        ("  ttl: 3601\n", "assertion.ttl", 8),
+        ("  issuer: ''\n", "assertion.issuer", 8),
+        ('  audience: "a\\nb"\n', "assertion.audience", 8),
+        ("  header: 'X Bad'\n", "assertion.header", 8),
+        ("  header: X-Auth-User-Id\n", "assertion.header", 8),
+        ("  header: x_forwarded_for\n", "assertion.header", 8),
+        ("  header: Cookie\n", "assertion.header", 8),
+        ("  claims:\n    email: email\n", "assertion.claims", 8),
+        ("  claims:\n    sub: id\n    exp: expires\n", "assertion.claims", 8),
+        ("  claims:\n    sub: ''\n", "assertion.claims", 8),
+        ("  colour: blue\n", "assertion.colour", 8),
+    ],
+    ids=[
+        "ttl-low",
+        "ttl-high",
+        "issuer-empty",
+        "audience-newline",
+        "header-not-token",
+        "header-identity",
+        "header-forwarding",
+        "header-cookie",
+        "claims-no-sub",
+        "claims-reserved",
+        "claims-empty-field",
+        "unknown",
+    ],
+)
+def test_bad_assertion_setting_names_key_and_line(
+    key_dir: Path, extra: str, key: str, line: int
+) -> None:
+    """A bad assertion setting is reported with its dotted key and YAML line."""
+    text = assertion_block(key_dir, "good.pem", extra=extra)
+    problems = problems_of(text)
+    assert any(p.startswith(f"{key}:") and f"(line {line})" in p for p in problems), problems

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application, Request
+from cryptography.hazmat.primitives.asymmetric import ec
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from gateway.assertion import JWKS_PATH
 from gateway.demo import DEMO_COOKIE, build_auth_api, build_frontend
+from tests.support.browser import DemoStack, demo_stack
 
 Client = TestClient[Request, Application]
 # A client built around an already-started server carries no app of its own.
@@ -322,3 +329,124 @@ async def test_healthz(aiohttp_client: AiohttpClient, factory: Callable[[], Appl
     resp = await (await aiohttp_client(factory())).get("/healthz")
     assert resp.status == 200
     assert await resp.text() == "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# The frontend checking the gateway's signature (as `hamrah-gateway demo` runs it)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def signed() -> AsyncIterator[DemoStack]:
+    """The demo as the demo command runs it: the frontend verifies the gateway's assertion."""
+    async with demo_stack() as running:
+        yield running
+
+
+async def signed_in_cookie(stack: DemoStack, email: str = "ada@example.com") -> str:
+    """Sign in through the gateway; the session cookie's value."""
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.post(
+            stack.url + "/login", data={"email": email, "name": "Ada"}, allow_redirects=False
+        ) as response,
+    ):
+        assert response.status == 303
+        return response.cookies[DEMO_COOKIE].value
+
+
+async def get_page(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.get(url, headers=headers, allow_redirects=False) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_dashboard_through_the_gateway_is_verified_by_signature(
+    signed: DemoStack, log_output: io.StringIO
+) -> None:
+    """Signed-in pages through the gateway show the identity verified by its signature; the
+    frontend fetched the JWKS through the gateway once and reuses it."""
+    cookie = {"Cookie": f"{DEMO_COOKIE}={await signed_in_cookie(signed)}"}
+    for path in ("/dashboard", "/profile", "/dashboard", "/settings"):
+        status, page = await get_page(signed.url + path, cookie)
+        assert status == 200, page
+        assert "ada@example.com" in page
+    status, page = await get_page(signed.url + "/dashboard", cookie)
+    assert "identity verified by signature" in page
+    fetches = [line for line in log_output.getvalue().splitlines() if JWKS_PATH in line]
+    assert len(fetches) == 1, fetches
+
+
+@pytest.mark.parametrize("path", ["/dashboard", "/settings", "/profile", "/dashboard/data.json"])
+async def test_forged_identity_headers_sent_to_the_frontend_directly_are_refused(
+    signed: DemoStack, path: str
+) -> None:
+    """With the signature checked, identity headers alone are refused (401), and the landing
+    page does not believe them either."""
+    direct = f"http://127.0.0.1:{signed.frontend_port}"
+    status, page = await get_page(direct + path, IDENTITY)
+    assert status == 401
+    assert "ada@example.com" not in page
+    status, page = await get_page(direct + "/", IDENTITY)
+    assert status == 200
+    assert "You are not signed in" in page
+
+
+def _forge(stack: DemoStack, change: str) -> str:
+    """A token as the gateway would sign it, with one thing wrong (or none, for "none")."""
+    assertion = stack.config.assertion
+    assert assertion is not None
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": assertion.issuer,
+        "aud": assertion.audience,
+        "sub": "usr_42",
+        "email": "ada@example.com",
+        "iat": now,
+        "exp": now + 60,
+    }
+    key: Any = assertion.keys[0].private
+    kid, algorithm = assertion.keys[0].kid, "ES256"
+    if change == "other-key":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif change == "alg-none":
+        key, algorithm = "", "none"
+    elif change == "unknown-kid":
+        kid = "not-a-published-kid"
+    elif change == "expired":
+        claims |= {"iat": now - 120, "exp": now - 60}
+    elif change != "none":
+        field, _, value = change.partition("=")
+        if value:
+            claims[field] = value
+        else:
+            del claims[field]
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ("none", 200),
+        ("other-key", 401),
+        ("alg-none", 401),
+        ("unknown-kid", 401),
+        ("expired", 401),
+        ("aud=https://another.app", 401),
+        ("iss=someone-else", 401),
+        ("sub", 401),
+        ("exp", 401),
+    ],
+)
+async def test_frontend_accepts_only_tokens_the_gateway_could_have_signed(
+    signed: DemoStack, change: str, status: int
+) -> None:
+    """A token sent to the frontend directly passes only when signed with a published key and
+    its iss, aud and exp hold; anything else is refused."""
+    headers = {**IDENTITY, "X-Gateway-Assertion": _forge(signed, change)}
+    direct = f"http://127.0.0.1:{signed.frontend_port}"
+    got, page = await get_page(direct + "/dashboard", headers)
+    assert got == status, page
+    assert ("identity verified by signature" in page) is (status == 200)

@@ -8,6 +8,8 @@ Chromium binary (no Playwright browser download is needed or used).
 from __future__ import annotations
 
 import re
+import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from gateway.config import GatewayConfig
 from gateway.demo import DEMO_COOKIE, build_auth_api, build_frontend
-from gateway.demo_runner import demo_config, serve_app
+from gateway.demo_runner import demo_check, demo_config, new_demo_key, serve_app
 from gateway.server import RunningGateway, start_gateway
 
 CHROMIUM = "/usr/bin/chromium"
@@ -84,15 +86,21 @@ class DemoStack:
 
 @asynccontextmanager
 async def demo_stack(*, cache_ttl: float | None = None) -> AsyncIterator[DemoStack]:
-    """The whole demo, built with demo_config() as the demo command builds it, listening on :0."""
+    """The whole demo, built as the demo command builds it (demo_config, a new signing key, the
+    frontend checking the gateway's signature), the gateway on a free port bound beforehand."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     api_runner, api_port = await serve(build_auth_api())
-    frontend_runner, frontend_port = await serve(build_frontend(f"http://127.0.0.1:{api_port}"))
-    config = demo_config("127.0.0.1", 0, frontend_port, api_port)
+    frontend = build_frontend(f"http://127.0.0.1:{api_port}", demo_check("127.0.0.1", port))
+    frontend_runner, frontend_port = await serve(frontend)
+    with tempfile.TemporaryDirectory(prefix="hamrah-demo-") as keys:
+        config = demo_config("127.0.0.1", port, frontend_port, api_port, new_demo_key(Path(keys)))
     if cache_ttl is not None:
         config = config.model_copy(
             update={"auth": config.auth.model_copy(update={"cache_ttl": cache_ttl})}
         )
-    gateway = await start_gateway(config)
+    gateway = await start_gateway(config, listener)
     stack = DemoStack(gateway, config, api_runner, api_port, frontend_runner, frontend_port)
     try:
         yield stack

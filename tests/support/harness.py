@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,16 @@ class Backend:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def backend(state: Any, app: web.Application) -> AsyncIterator[Backend]:
+    """A test app served on loopback for the duration, with the state it reports into."""
+    runner, port = await serve(app)
+    try:
+        yield Backend(state, port)
+    finally:
+        await runner.cleanup()
 
 
 @dataclass
