@@ -2,16 +2,17 @@
 
 aiohttp's public API has no way to (1) see that a malformed chunk was queued while the body is
 being relayed, (2) send a response's head and body in one write, (3) leave out the headers it adds
-on its own (Server, Content-Type), or (4) tell "too many headers" from other parse errors. The
-gateway needs all four; each is reached here only, and tests/test_aiohttp_internals.py fails
-loudly when an aiohttp upgrade changes one of them (aiohttp is pinned to 3.14.x for this and for
-gateway/upstream.py).
+on its own (Server, Content-Type), (4) tell "too many headers" from other parse errors, or (5) see
+whether a request body's buffer is empty. The gateway needs all five; each is reached here only,
+and tests/test_aiohttp_internals.py fails loudly when an aiohttp upgrade changes one of them
+(aiohttp is pinned to 3.14.x for this and for gateway/upstream.py).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 # aiohttp's parser error text for a request with more headers than max_headers.
@@ -27,6 +28,12 @@ def parse_error_queued(handler: RequestHandler, since: int) -> bool:
     """Whether a parse error was queued after the first `since` messages: aiohttp only queues
     it for the next request, while the current one still waits on its body."""
     return any(isinstance(message, _ErrInfo) for message, _ in list(handler._messages)[since:])
+
+
+def body_starved(content: StreamReader) -> bool:
+    """Nothing of the body is buffered: whoever reads it is waiting on the client, so a body that
+    does not grow is the client's stall, not flow control holding it back."""
+    return content._size == 0
 
 
 def too_many_headers(exc: BadHttpMessage) -> bool:

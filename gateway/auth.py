@@ -49,6 +49,7 @@ class Outcome(enum.StrEnum):
     ANONYMOUS = "anonymous"
     DEGRADED = "degraded"
     LIMITED = "limited"
+    SHED = "shed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,11 @@ class AuthClient:
         """Forget every cached validation (revocations may have been missed)."""
         self._cache.clear()
         self._metrics.cache_entries.set(0)
+
+    def is_cached(self, cookie_value: str | None) -> bool:
+        """Whether this cookie is a session validated and still cached here: what an
+        overloaded gateway keeps serving."""
+        return cookie_value is not None and self._cache.get(self.digest(cookie_value)) is not None
 
     async def verify(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
         """Return the verdict for a session cookie value; raise AuthUnavailable on any doubt."""

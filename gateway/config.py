@@ -59,6 +59,18 @@ REGISTERED_CLAIMS = frozenset({"iss", "aud", "iat", "exp", "nbf", "jti", "sid"})
 # Request headers the app needs as the client sent them: an assertion header by one of these
 # names would remove the client's copy.
 _CLIENT_HEADERS = frozenset({"cookie", "authorization"})
+# Connection limits. A request's line and headers in 10 s (nginx waits 60, HAProxy's docs suggest
+# a few seconds: a slowloris holds a connection for as long as this allows); idle keep-alive and
+# body stalls as nginx (keepalive_timeout 75, client_body_timeout 60); 10,000 connections per
+# process and 256 per client address (a browser opens 6 per host, a NAT of a large office a few
+# hundred at most).
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 75.0
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_MAX_CONNECTIONS_PER_IP = 256
+# Event loop lag that counts as overload (sustained, see gateway/limits.py); 0 turns shedding off.
+DEFAULT_OVERLOAD_LAG = 0.1
 # One process unless asked: each worker keeps its own cache and single flight (see README).
 DEFAULT_WORKERS = 1
 REDIS_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -413,6 +425,20 @@ class LogConfig(_Model):
     format: Literal["json", "console"] = "json"
 
 
+class LimitsConfig(_Model):
+    """Deadlines and caps at the connection level (README "Connection limits" says why each)."""
+
+    header_timeout: PositiveSeconds = DEFAULT_HEADER_TIMEOUT
+    idle_timeout: PositiveSeconds = DEFAULT_IDLE_TIMEOUT
+    body_timeout: PositiveSeconds = DEFAULT_BODY_TIMEOUT
+    max_connections: Annotated[int, Field(ge=16, le=1_000_000)] = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_ip: Annotated[int, Field(ge=1, le=1_000_000)] = (
+        DEFAULT_MAX_CONNECTIONS_PER_IP
+    )
+    max_body_bytes: Annotated[int, Field(ge=1)] | None = None
+    overload_lag: Annotated[float, Field(ge=0, le=10)] = DEFAULT_OVERLOAD_LAG
+
+
 class GatewayConfig(_Model):
     """The whole gateway configuration, as validated from YAML."""
 
@@ -435,6 +461,7 @@ class GatewayConfig(_Model):
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = DEFAULT_WORKERS
     admin_token: str | None = None
     assertion: AssertionConfig | None = None
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     _listen_address: HostPort = PrivateAttr()
     _admin_address: HostPort | None = PrivateAttr()

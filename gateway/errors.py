@@ -63,3 +63,27 @@ class UpstreamTimeout(GatewayError):
     """The frontend sent no response headers within upstream_timeout."""
 
     status = 504
+
+
+class RequestTimeout(GatewayError):
+    """The request body stalled for limits.body_timeout; the connection cannot be trusted to be
+    in step any more."""
+
+    status = 408
+    close_connection = True
+
+
+class PayloadTooLarge(GatewayError):
+    """The request body is over limits.max_body_bytes (by Content-Length, or counted as it
+    streams)."""
+
+    status = 413
+    close_connection = True
+
+
+class Overloaded(GatewayError):
+    """The process is overloaded and this request is not a signed-in user's cached session:
+    shed at once rather than queued until every client times out."""
+
+    status = 503
+    outcome = "shed"

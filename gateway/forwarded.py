@@ -95,7 +95,7 @@ def _header_key(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _clean_ip(text: str) -> str:
+def clean_ip(text: str) -> str:
     address = ipaddress.ip_address(text.strip().strip("[]"))
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
@@ -137,7 +137,7 @@ class HeaderPolicy:
     def forwarding(self, peer: str, headers: CIMultiDictProxy[str]) -> Forwarding:
         """Who the client is: the peer, or (behind trusted proxies) the first untrusted hop."""
         try:
-            peer_ip = _clean_ip(peer)
+            peer_ip = clean_ip(peer)
         except ValueError:
             peer_ip = peer
         if not self.trusts(peer_ip):
@@ -147,7 +147,7 @@ class HeaderPolicy:
         client = peer_ip
         for hop in reversed(incoming):
             try:
-                hop_ip = _clean_ip(hop)
+                hop_ip = clean_ip(hop)
             except ValueError:
                 break
             client = hop_ip

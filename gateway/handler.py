@@ -28,8 +28,9 @@ from gateway.assertion import JWKS_PATH, Asserter
 from gateway.auth import AuthClient, Outcome
 from gateway.config import GatewayConfig
 from gateway.decision import Decision, SignInRequired, decide
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Overloaded
 from gateway.forwarded import HeaderPolicy
+from gateway.limits import SHED_RETRY_AFTER, LoadWatch
 from gateway.logs import RECORD_KEY, AccessRecord, bind_request
 from gateway.metrics import Metrics
 from gateway.outbound import build_outbound
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     # Imported where it is used: redis costs 7 MiB of memory a gateway without it need not pay.
     from gateway.shared_cache import SharedCache
 
+SHED = Overloaded("the gateway is overloaded", headers=(("Retry-After", SHED_RETRY_AFTER),))
 # A request answered before a decision was made (it could not be read) is logged as public.
 UNDECIDED = Decision(Outcome.PUBLIC)
 
@@ -73,7 +75,9 @@ class Runtime:
         policy = HeaderPolicy(config.trusted_networks, (*config.auth.identity_headers, *signed))
         return cls(
             config=config,
-            reader=RequestReader(policy, config.auth.cookie, config.max_header_bytes),
+            reader=RequestReader(
+                policy, config.auth.cookie, config.max_header_bytes, config.limits.max_body_bytes
+            ),
             rules=build_rules(config),
             policy=policy,
             auth=AuthClient(config.auth, pools.auth, metrics, shared),
@@ -88,6 +92,8 @@ class Gateway:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # Set once serving: whether the process is overloaded, and so sheds (gateway/limits.py).
+        self.load: LoadWatch | None = None
         # Relayed WebSockets (client side -> upstream side), closed with 1001 on shutdown.
         self.websockets: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse] = {}
 
@@ -106,6 +112,9 @@ class Gateway:
         decision, upstream_status, error = UNDECIDED, None, client.problem
         try:
             if error is not None:
+                return self._refuse(request, client, error)
+            if self._shed(client):
+                error = SHED
                 return self._refuse(request, client, error)
             if rt.assertion is not None and client.path == JWKS_PATH:
                 # The keys the app verifies the assertion with: the gateway's own, before any
@@ -130,6 +139,14 @@ class Gateway:
             return self._refuse(request, client, exc, decision)
         finally:
             request[RECORD_KEY] = _record(client, decision, upstream_status, error)
+
+    def _shed(self, client: ClientRequest) -> bool:
+        """Overloaded: everything but a signed-in user's cached session is shed, first thing,
+        since a cached session costs the least to serve and its user is the one who notices."""
+        load = self.load
+        return (
+            load is not None and load.overloaded and not self.runtime.auth.is_cached(client.session)
+        )
 
     def _refuse(
         self,

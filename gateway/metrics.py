@@ -88,6 +88,12 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.refusals = Counter(
+            "gateway_refusals",
+            "Connections closed and requests shed to protect the process, by kind.",
+            ["kind"],
+            registry=reg,
+        )
         self._cache_hit = self.cache.labels("hit")
         self._cache_miss = self.cache.labels("miss")
         # labels() takes a lock and builds a key on every call; the children are few and fixed.

@@ -28,6 +28,14 @@ STATUS_TEXT: dict[int, tuple[str, str]] = {
         "Not found",
         "There is nothing at this address; check it for typos.",
     ),
+    408: (
+        "Request timed out",
+        "The request was not sent in time; check your connection and try again.",
+    ),
+    413: (
+        "Request too large",
+        "The request body is larger than this site accepts.",
+    ),
     414: (
         "Address too long",
         "The address of this request is too long; shorten it and try again.",

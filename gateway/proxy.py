@@ -17,7 +17,13 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.aiohttp_internals import OmitsDefaultHeaders, head_with_body
-from gateway.errors import BadRequest, BadRequestBody, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import (
+    BadRequest,
+    BadRequestBody,
+    GatewayError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from gateway.forwarded import HOP_BY_HOP, Headers, header_tokens
 from gateway.metrics import Metrics
 from gateway.responses import AS_SENT, AnswerRules, error_response
@@ -104,6 +110,10 @@ class Relay:
             )
         except (TimeoutError, OSError, MalformedAnswer) as exc:
             if body is not None and body.exception() is not None:
+                # A body the protocol cut off (stalled, too large) says why; else it was malformed.
+                failure = body.exception()
+                if isinstance(failure, GatewayError):
+                    raise failure from None
                 raise BadRequestBody("the request body is malformed") from None
             raise self._failure(exc) from None
         except UnsendableRequest:

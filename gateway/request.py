@@ -15,7 +15,13 @@ from aiohttp import HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDictProxy
 
 from gateway.cookies import scan_cookies
-from gateway.errors import BadRequest, GatewayError, HeadersTooLarge, VersionNotSupported
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    VersionNotSupported,
+)
 from gateway.forwarded import Forwarding, HeaderPolicy, header_tokens, request_id_from
 from gateway.paths import PathError, normalize_path, split_target
 
@@ -53,6 +59,7 @@ class RequestReader:
     policy: HeaderPolicy
     cookie: str
     max_header_bytes: int
+    max_body_bytes: int | None = None
 
     def read(
         self,
@@ -73,6 +80,10 @@ class RequestReader:
         if too_large is not None:
             problem = HeadersTooLarge(too_large)
             return ClientRequest(request_id, forwarding, upgrade=upgrade, problem=problem)
+        if self.max_body_bytes is not None and _declared_length(headers) > self.max_body_bytes:
+            # Refused before a byte of it is read; a chunked body is counted as it streams.
+            problem = PayloadTooLarge("the request body is too large")
+            return ClientRequest(request_id, forwarding, upgrade=upgrade, problem=problem)
         try:
             raw_path, query = split_target(target)
             path = normalize_path(raw_path)
@@ -91,6 +102,11 @@ class RequestReader:
             upgrade,
             None if cookie.problem is None else BadRequest(cookie.problem),
         )
+
+
+def _declared_length(headers: CIMultiDictProxy[str]) -> int:
+    value = headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else 0
 
 
 def oversized_headers(raw_headers: Sequence[tuple[bytes, bytes]], limit: int) -> str | None:

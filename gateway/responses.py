@@ -112,6 +112,23 @@ def own_answer(status: int, headers: dict[str, str], body: bytes) -> OwnResponse
     return OwnResponse(status=status, headers=headers, body=body)
 
 
+def _raw_request_timeout() -> bytes:
+    body = b"The request headers were not sent in time.\n"
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+# Written straight to the connection when a request's headers never complete: there is no
+# request to answer through aiohttp, nor an Accept header to choose HTML or JSON by.
+REQUEST_TIMEOUT_ANSWER = _raw_request_timeout()
+
+
 def client_gone() -> OwnResponse:
     """What is logged for a client that went away mid-answer: nothing can be sent to it."""
     response = OwnResponse(status=CLIENT_CLOSED_REQUEST)

@@ -19,6 +19,7 @@ from gateway.admin import revocation_digest
 from gateway.config import GatewayConfig
 from gateway.handler import Gateway, Runtime
 from gateway.lifecycle import bound_port, start_admin, start_shared_cache
+from gateway.limits import LoadWatch, build_limits
 from gateway.metrics import Metrics
 from gateway.protocol import LISTEN_BACKLOG, GatewayServer, protocol_settings
 from gateway.routing import Pools
@@ -50,7 +51,11 @@ class RunningGateway:
         return self.gateway.runtime.config
 
     def degraded_checks(self) -> dict[str, str]:
-        return {} if self.shared is None else {"redis": self.shared.status}
+        checks = {} if self.shared is None else {"redis": self.shared.status}
+        load = self.gateway.load.check() if self.gateway.load is not None else None
+        if load is not None:
+            checks["load"] = load
+        return checks
 
     def exposition(self) -> bytes:
         return self.metrics.exposition()
@@ -105,7 +110,13 @@ async def _start(
     shared = await start_shared_cache(stack, config, evict, evict_all)
     gateway = Gateway(Runtime.build(config, pools, metrics, shared))
     started.append(gateway)
-    server = GatewayServer(gateway, metrics, **protocol_settings(config, metrics))
+    guard, refusals = build_limits(config, metrics, lambda ip: gateway.runtime.policy.trusts(ip))
+    server = GatewayServer(
+        gateway, metrics, guard, config.limits, **protocol_settings(config, metrics)
+    )
+    gateway.load = LoadWatch(guard, refusals, server.handlers, config.limits.overload_lag)
+    gateway.load.start()
+    stack.push_async_callback(gateway.load.stop)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

@@ -395,3 +395,30 @@ def test_bad_assertion_setting_names_key_and_line(
     text = assertion_block(key_dir, "good.pem", extra=extra)
     problems = problems_of(text)
     assert any(p.startswith(f"{key}:") and f"(line {line})" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("header_timeout", "0"),
+        ("idle_timeout", "-1"),
+        ("body_timeout", "soon"),
+        ("max_connections", "8"),
+        ("max_connections_per_ip", "0"),
+        ("max_body_bytes", "0"),
+        ("overload_lag", "11"),
+        ("max_conns", "5"),
+    ],
+)
+def test_bad_limit_is_refused_with_key_and_line(key: str, value: str) -> None:
+    """Each limits key refuses a bad value (or an unknown key) naming it and its line."""
+    problems = problems_of(BASE + f"limits:\n  {key}: {value}\n")
+    assert any(p.startswith(f"limits.{key}:") and "(line 6)" in p for p in problems), problems
+
+
+def test_limits_have_production_defaults() -> None:
+    """Left out, the limits are the documented defaults."""
+    limits = parse_config(BASE, env={}).limits
+    assert (limits.header_timeout, limits.idle_timeout, limits.body_timeout) == (10, 75, 60)
+    assert (limits.max_connections, limits.max_connections_per_ip) == (10_000, 256)
+    assert (limits.max_body_bytes, limits.overload_lag) == (None, 0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -37,16 +38,25 @@ async def wait_for_port(port: int, deadline: float = START_DEADLINE) -> None:
 class GatewayProcess:
     """`python -m gateway --config FILE` with its output collected in a file."""
 
-    def __init__(self, config_path: Path, output_path: Path, *args: str) -> None:
+    def __init__(
+        self, config_path: Path, output_path: Path, *args: str, nofile: int | None = None
+    ) -> None:
+        """`nofile`: the process's RLIMIT_NOFILE (soft and hard), as a container might set it."""
         self.config_path = config_path
         self.output_path = output_path
         self._output = output_path.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--config", str(config_path), *args],
             stdout=self._output,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=limit_files,
         )
 
     @property
