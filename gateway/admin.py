@@ -90,12 +90,16 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
             name: "ok" if problem is None else f"unreachable: {problem}"
             for name, problem in zip(targets, results, strict=True)
         }
-        failing = [name for name, result in checks.items() if result != "ok"]
         # Degraded parts (a shared cache that is down) are reported but do not fail readiness:
-        # the gateway still serves correctly without them.
+        # the gateway still serves correctly without them. What the backend knows of a target
+        # (an auth API that errs while it accepts connections) replaces the probe's word.
         degraded = backend.degraded_checks()
         checks |= degraded
-        failing += [name for name, value in degraded.items() if value.startswith(NOT_READY)]
+        failing = [
+            name
+            for name, value in checks.items()
+            if value.startswith(NOT_READY) or (name not in degraded and value != "ok")
+        ]
         status = (
             "not ready"
             if failing

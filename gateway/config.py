@@ -44,6 +44,11 @@ DEFAULT_IDENTITY_HEADERS = {"X-Auth-User-Id": "id", "X-Auth-User-Email": "email"
 DEFAULT_NEGATIVE_TTL = 0.0
 DEFAULT_MAX_INFLIGHT = 128
 DEFAULT_LOCAL_TTL = 5.0
+# A session in steady use is revalidated in the background once this share of cache_ttl has
+# passed, so its user never waits for the auth API and a revocation shows within one refresh.
+DEFAULT_REFRESH_AHEAD = 0.8
+# Off unless asked: serving a session the auth API could not confirm is the operator's trade-off.
+DEFAULT_STALE_IF_ERROR = 0.0
 # One process unless asked: each worker keeps its own cache and single flight (see README).
 DEFAULT_WORKERS = 1
 RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
@@ -207,6 +212,8 @@ class AuthConfig(_Model):
     negative_ttl: Seconds = DEFAULT_NEGATIVE_TTL
     max_inflight: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_INFLIGHT
     unknown_session_limit: RateText | None = None
+    refresh_ahead: Annotated[float, Field(ge=0, lt=1)] = DEFAULT_REFRESH_AHEAD
+    stale_if_error: Seconds = DEFAULT_STALE_IF_ERROR
 
     @property
     def unknown_session_rate(self) -> Rate | None:

@@ -454,7 +454,8 @@ class RunningGateway:
         return self.gateway.runtime.config
 
     def degraded_checks(self) -> dict[str, str]:
-        return {} if self.shared is None else {"redis": self.shared.status}
+        checks = {} if self.shared is None else {"redis": self.shared.status}
+        return checks | self.gateway.runtime.auth.checks()
 
     def exposition(self) -> bytes:
         return self.metrics.exposition()
