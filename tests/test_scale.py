@@ -367,8 +367,10 @@ async def test_redis_killed_and_restarted_mid_run(
 
 
 def test_the_compose_scale_config_is_valid() -> None:
-    """config/gateway.scale.yaml loads with its defaults: Redis cache, admin token, one worker."""
+    """config/gateway.scale.yaml loads with its defaults: Redis cache, admin token, one worker,
+    stale_if_error 300."""
     config = load_config(SCALE_CONFIG, env={})
+    assert config.auth.stale_if_error == 300
     assert config.auth.cache.backend == "redis"
     assert config.auth.cache.url == "redis://redis:6379/0"
     assert config.auth.cache.secret is not None
