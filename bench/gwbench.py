@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -48,11 +49,13 @@ def gateway_yaml(
     routes: dict[str, str] | None = None,
     log_level: str = "info",
     policy: bool = False,
+    auth: Mapping[str, float] | None = None,
 ) -> str:
     """A config with every feature on: protect [/], JSON access log, admin listener.
 
     `policy` also configures a `require` rule, an optional prefix and a stripping route beside
-    the measured path, to check that they cost the cached path nothing measurable.
+    the measured path, to check that they cost the cached path nothing measurable. `auth` adds
+    keys of the auth section (cache_ttl, stale_if_error ...).
     """
     lines = [
         f"listen: {LOOPBACK}:{port}",
@@ -62,6 +65,7 @@ def gateway_yaml(
         "auth:",
         f"  validate_url: {validate_url}",
         "  cookie: session",
+        *(f"  {key}: {value}" for key, value in (auth or {}).items()),
         "  identity_headers:",
         "    X-Auth-User-Id: user_id",
         "    X-Auth-User-Email: email",
@@ -201,6 +205,7 @@ async def start_gateway(
     validate_url: str,
     workers: int = 1,
     routes: dict[str, str] | None = None,
+    auth: Mapping[str, float] | None = None,
     port: int | None = None,
     admin_port: int | None = None,
     wait_ready: bool = True,
@@ -219,6 +224,7 @@ async def start_gateway(
             validate_url=validate_url,
             workers=workers,
             routes=routes,
+            auth=auth,
         )
     )
     with _open_log(out_dir / f"{name}.log") as log:
