@@ -453,7 +453,7 @@ class RunningGateway:
     def current_config(self) -> GatewayConfig:
         return self.gateway.runtime.config
 
-    def degraded_checks(self) -> dict[str, str]:
+    async def degraded_checks(self) -> dict[str, str]:
         checks = {} if self.shared is None else {"redis": self.shared.status}
         return checks | self.gateway.runtime.auth.checks()
 
