@@ -1,7 +1,7 @@
 """A soak: signed-in users under steady load while the auth API goes through a schedule of faults.
 
     .venv/bin/python bench/soak.py --duration 180     # results/soak-<ts>.md; exit 1: a check failed
-    .venv/bin/python bench/soak.py --duration 600 --cache-ttl 60 --rate 150 --no-control
+    .venv/bin/python bench/soak.py --duration 600 --cache-ttl 60 --faults refused,timeout,5xx
 
 In this process: an auth API stub that follows the fault schedule, a tiny upstream, and the load
 (--users signed-in cookies, --rate requests/s per gateway, round robin over the users, open loop:
@@ -32,7 +32,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import aiohttp
 from aiohttp import web
@@ -40,13 +40,14 @@ from gwbench import (
     LOOPBACK,
     RESULTS,
     Gateway,
-    free_port,
     log,
     machine_info,
     start_gateway,
     stop_gateway,
     write_report,
 )
+
+from gateway.demo_runner import serve_app
 
 FaultKind = Literal["refused", "5xx", "timeout"]
 # Requests waiting for an answer at once, per gateway; past it a scheduled request is dropped (and
@@ -73,24 +74,37 @@ class Fault:
         return self.at <= t < self.end
 
 
-def schedule(duration: float, cache_ttl: float) -> list[Fault]:
-    """Two outages, each longer than cache_ttl so a TTL boundary falls inside it: refused
-    connections from a quarter of the run, then 5xx answers."""
-    first = Fault("refused", 0.25 * duration, max(0.3 * duration, 1.5 * cache_ttl))
-    second = Fault("5xx", first.end + 0.1 * duration, max(0.15 * duration, 1.2 * cache_ttl))
-    if second.end > 0.95 * duration:
+def schedule(duration: float, cache_ttl: float, kinds: Sequence[FaultKind]) -> list[Fault]:
+    """One outage per kind, in order, each longer than cache_ttl so a TTL boundary falls inside
+    it: the first from a quarter of the run for 30% of it, the others a tenth of the run apart
+    for 15% of it each."""
+    faults = [Fault(kinds[0], 0.25 * duration, max(0.3 * duration, 1.5 * cache_ttl))]
+    for kind in kinds[1:]:
+        start = faults[-1].end + 0.1 * duration
+        faults.append(Fault(kind, start, max(0.15 * duration, 1.2 * cache_ttl)))
+    if faults[-1].end > 0.95 * duration:
         raise SystemExit(
-            f"--duration {duration:g} is too short for outages longer than --cache-ttl"
-            f" {cache_ttl:g}: give a longer run or a shorter ttl"
+            f"--duration {duration:g} is too short for {len(kinds)} outages longer than"
+            f" --cache-ttl {cache_ttl:g}: give a longer run, a shorter ttl or fewer --faults"
         )
-    return [first, second]
+    return faults
+
+
+def fault_kinds(text: str) -> list[FaultKind]:
+    """--faults: comma-separated kinds of outage."""
+    kinds = text.split(",")
+    unknown = [kind for kind in kinds if kind not in get_args(FaultKind)]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown fault {unknown}: use {get_args(FaultKind)}")
+    return [cast(FaultKind, kind) for kind in kinds]
 
 
 class AuthStub:
     """The auth API on a fixed port: any `soak-` cookie is valid, unless a fault is on."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        # 0 until the first start picks a port; a restart after a refused outage reuses it.
+        self.port = 0
         self.fault: FaultKind | None = None
         self.calls: collections.Counter[str] = collections.Counter()
         self._runner: web.AppRunner | None = None
@@ -113,9 +127,7 @@ class AuthStub:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/auth/sessions/validate", self.validate)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, LOOPBACK, self.port).start()
+        self._runner, self.port = await serve_app(app, LOOPBACK, self.port, shutdown_timeout=1.0)
 
     async def stop(self) -> None:
         """Close the listener and every connection: connections are refused until start()."""
@@ -279,15 +291,12 @@ def checks(loads: Sequence[Load], faults: Sequence[Fault]) -> list[tuple[bool, s
 async def run(args: argparse.Namespace) -> tuple[str, bool]:
     out_dir = RESULTS / "soak"
     out_dir.mkdir(parents=True, exist_ok=True)
-    faults = schedule(args.duration, args.cache_ttl)
+    faults = schedule(args.duration, args.cache_ttl, args.faults)
     stub = AuthStub()
     await stub.start()
     upstream = web.Application()
     upstream.router.add_get("/{tail:.*}", _ok)
-    up_runner = web.AppRunner(upstream, access_log=None)
-    await up_runner.setup()
-    up_port = free_port()
-    await web.TCPSite(up_runner, LOOPBACK, up_port).start()
+    up_runner, up_port = await serve_app(upstream, LOOPBACK)
     variants = [("stale", args.stale_if_error)] + ([] if args.no_control else [("control", 0.0)])
     loads: list[Load] = []
     try:
@@ -376,6 +385,12 @@ def main() -> None:
     parser.add_argument("--cache-ttl", type=float, default=20.0)
     parser.add_argument("--stale-if-error", type=float, default=300.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--faults",
+        type=fault_kinds,
+        default=["refused", "5xx"],
+        help="outages in order, from refused,5xx,timeout (default refused,5xx)",
+    )
     parser.add_argument(
         "--no-control", action="store_true", help="skip the stale_if_error 0 gateway"
     )
