@@ -147,6 +147,9 @@ class AuthClient:
             min(config.cache_ttl, config.cache.local_ttl) if shared else config.cache_ttl
         )
         self._refresh_after = config.refresh_ahead * config.cache_ttl
+        # With cache_ttl 0 every request is validated, but a valid answer is still kept for the
+        # stale answer when stale_if_error asks for it.
+        self._keeps = config.cache_ttl > 0 or config.stale_if_error > 0
         self._cache: TTLCache[str, _Cached] = TTLCache(config.cache_max_entries)
         self._denied: TTLCache[str, bool] = TTLCache(config.cache_max_entries)
         self._flight: SingleFlight[str, Verdict] = SingleFlight()
@@ -236,7 +239,7 @@ class AuthClient:
         """One per cookie at a time: the shared cache, then the shield, then the auth API."""
         config = self._config
         shared_entry = None
-        if self._shared is not None and config.cache_ttl > 0:
+        if self._shared is not None and self._keeps:
             shared_entry = await self._shared.get(key)
             if shared_entry is not None:
                 # The key lives cache_ttl + stale_if_error: what is left beyond the stale
@@ -258,7 +261,7 @@ class AuthClient:
                 )
         verdict = await self._validate(cookie_value, client_ip, request_id)
         if verdict.identity is not None:
-            if config.cache_ttl > 0:
+            if self._keeps:
                 self._remember(key, verdict.identity, config.cache_ttl)
                 if self._shared is not None:
                     ttl = config.cache_ttl + config.stale_if_error
@@ -274,8 +277,8 @@ class AuthClient:
         return verdict
 
     def _remember(self, key: str, identity: Identity, life: float) -> None:
-        """Cache a session the API called valid `life` more seconds ago: fresh here for at most
-        local_ttl, kept for the stale answer until stale_if_error past its expiry."""
+        """Cache a session that stays valid `life` more seconds: fresh here for at most local_ttl,
+        kept for the stale answer until stale_if_error past its expiry."""
         age = self._config.cache_ttl - life
         refresh_at = (
             time.monotonic() + self._refresh_after - age if self._refresh_after > 0 else math.inf

@@ -244,6 +244,18 @@ async def test_readyz_is_ready_again_once_the_api_answers(
     assert (status, body["status"]) == (200, "ready"), body
 
 
+async def test_cache_ttl_zero_still_keeps_the_stale_copy(
+    gateway_factory: GatewayFactory, api: Api
+) -> None:
+    """cache_ttl 0 validates every request, and stale_if_error still serves the last valid one."""
+    gw = await gateway(gateway_factory, api, cache_ttl=0)
+    await sign_in(gw)
+    await sign_in(gw)
+    assert len(api.state.calls) == 2
+    await _server_error(api)
+    assert await visit(gw) == Answer(200, EMAIL)
+
+
 @pytest.mark.parametrize("refusal", [401, 403])
 async def test_no_stale_answer_after_a_refusal(
     gateway_factory: GatewayFactory, api: Api, refusal: int
