@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -49,12 +50,14 @@ def gateway_yaml(
     log_level: str = "info",
     policy: bool = False,
     assertion_key: str | None = None,
+    auth: Mapping[str, float] | None = None,
 ) -> str:
     """A config with every feature on: protect [/], JSON access log, admin listener.
 
     `policy` also configures a `require` rule, an optional prefix and a stripping route beside
     the measured path, to check that they cost the cached path nothing measurable.
-    `assertion_key` (a PEM file) turns the signed identity on, to measure its cost.
+    `assertion_key` (a PEM file) turns the signed identity on, to measure its cost. `auth` adds
+    keys of the auth section (cache_ttl, stale_if_error ...).
     """
     lines = [
         f"listen: {LOOPBACK}:{port}",
@@ -64,6 +67,7 @@ def gateway_yaml(
         "auth:",
         f"  validate_url: {validate_url}",
         "  cookie: session",
+        *(f"  {key}: {value}" for key, value in (auth or {}).items()),
         "  identity_headers:",
         "    X-Auth-User-Id: user_id",
         "    X-Auth-User-Email: email",
@@ -205,6 +209,7 @@ async def start_gateway(
     validate_url: str,
     workers: int = 1,
     routes: dict[str, str] | None = None,
+    auth: Mapping[str, float] | None = None,
     port: int | None = None,
     admin_port: int | None = None,
     wait_ready: bool = True,
@@ -223,6 +228,7 @@ async def start_gateway(
             validate_url=validate_url,
             workers=workers,
             routes=routes,
+            auth=auth,
         )
     )
     with _open_log(out_dir / f"{name}.log") as log:

@@ -45,7 +45,7 @@ class AdminBackend(Protocol):
 
     def current_config(self) -> GatewayConfig: ...
 
-    def degraded_checks(self) -> dict[str, str]: ...
+    async def degraded_checks(self) -> dict[str, str]: ...
 
     def exposition(self) -> bytes: ...
 
@@ -106,12 +106,16 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
             name: "ok" if problem is None else f"unreachable: {problem}"
             for name, problem in zip(targets, results, strict=True)
         }
-        failing = [name for name, result in checks.items() if result != "ok"]
         # Degraded parts (a shared cache that is down) are reported but do not fail readiness:
-        # the gateway still serves correctly without them.
-        degraded = backend.degraded_checks()
+        # the gateway still serves correctly without them. What the backend knows of a target
+        # (an auth API that errs while it accepts connections) replaces the probe's word.
+        degraded = await backend.degraded_checks()
         checks |= degraded
-        failing += [name for name, value in degraded.items() if value.startswith(NOT_READY)]
+        failing = [
+            name
+            for name, value in checks.items()
+            if value.startswith(NOT_READY) or (name not in degraded and value != "ok")
+        ]
         status = (
             "not ready"
             if failing
@@ -164,15 +168,21 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
     return app
 
 
-class LocalEvictor(Protocol):
-    """A worker that can drop a session from its own cache."""
+class WorkerBackend(Protocol):
+    """A worker, as its supervisor asks it: drop a session from its own cache; what it knows of
+    its health that a probe from outside cannot see."""
 
     def evict_here(self, session: str | None, digest: str | None) -> dict[str, object]: ...
 
+    async def degraded_checks(self) -> dict[str, str]: ...
 
-def build_control_app(worker: LocalEvictor) -> web.Application:
+
+def build_control_app(worker: WorkerBackend) -> web.Application:
     """A worker's private control channel (a unix socket only its supervisor can reach). It
     evicts locally only: the supervisor makes the one shared (Redis) revocation itself."""
+
+    async def checks(request: web.Request) -> web.Response:
+        return web.json_response(await worker.degraded_checks())
 
     async def revoke(request: web.Request) -> web.Response:
         try:
@@ -184,4 +194,5 @@ def build_control_app(worker: LocalEvictor) -> web.Application:
 
     app = web.Application(client_max_size=MAX_REVOKE_BODY_BYTES)
     app.router.add_post("/revoke", revoke)
+    app.router.add_get("/checks", checks)
     return app

@@ -2,12 +2,16 @@
 
 Fail closed: only a 2xx carrying a JSON object is a yes; 401/403 is a no; anything else (other
 statuses, timeouts, refused connections, bad JSON, unsafe identity values) is an error, never a yes.
+The one exception is the operator's (`stale_if_error`): a session the API called valid may be
+served for that long past its expiry while the API errs; never after a 401/403, never to a cookie
+it has not called valid.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ import aiohttp
 import orjson
 import structlog
 
+from gateway.admin import NOT_READY
 from gateway.cache import CookieHasher, SingleFlight, TTLCache
 from gateway.config import AuthConfig
 from gateway.errors import AuthUnavailable, GatewayError
@@ -33,6 +38,12 @@ MAX_VALIDATE_BODY_BYTES = 64 * 1024
 # keeps its max_inflight slot until the API answers, or until this long has passed.
 ABANDONED_CALL_SECONDS = 30.0
 _UNSAFE_VALUE_CHARS = frozenset("\r\n\x00")
+# A refresh ahead that erred is tried again no sooner than this: an erring auth API is not asked
+# once per request for each signed-in user.
+REFRESH_RETRY_SECONDS = 1.0
+# /readyz names the auth API as failing for this long after the last stale answer, unless a call
+# is answered first.
+STALE_NOTICE_SECONDS = 10.0
 
 log = structlog.get_logger("gateway.auth")
 
@@ -50,6 +61,7 @@ class Outcome(enum.StrEnum):
     DEGRADED = "degraded"
     LIMITED = "limited"
     SHED = "shed"
+    STALE = "stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +83,14 @@ class Verdict:
     outcome: Outcome
     identity: Identity | None
     set_cookies: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Cached:
+    """A cached session: its verdict, built once, and when a request should start a refresh."""
+
+    verdict: Verdict
+    refresh_at: float
 
 
 class RateLimited(GatewayError):
@@ -103,6 +123,10 @@ class AuthClient:
     In front of every call, in order: the local cache (a signed-in user never waits on the
     shield), the negative cache, single flight (one lookup per cookie at a time), the shared cache
     of all replicas, the per-client limit on unknown sessions, and the cap on calls in flight.
+
+    A cached session older than refresh_ahead x cache_ttl is still answered from the cache, and
+    that request starts one revalidation in the background (in the same single flight). Entries
+    are kept stale_if_error past their expiry, for the answer when a needed validation errs.
     """
 
     def __init__(
@@ -122,20 +146,34 @@ class AuthClient:
         self._local_ttl = (
             min(config.cache_ttl, config.cache.local_ttl) if shared else config.cache_ttl
         )
-        self._cache: TTLCache[str, Identity] = TTLCache(config.cache_max_entries)
+        self._refresh_after = config.refresh_ahead * config.cache_ttl
+        # With cache_ttl 0 every request is validated, but a valid answer is still kept for the
+        # stale answer when stale_if_error asks for it.
+        self._keeps = config.cache_ttl > 0 or config.stale_if_error > 0
+        self._cache: TTLCache[str, _Cached] = TTLCache(config.cache_max_entries)
         self._denied: TTLCache[str, bool] = TTLCache(config.cache_max_entries)
         self._flight: SingleFlight[str, Verdict] = SingleFlight()
         self._inflight = asyncio.Semaphore(config.max_inflight)
         rate = config.unknown_session_rate
         self._limiter = None if rate is None else SlidingWindowLimiter(rate)
         self._call_limit = aiohttp.ClientTimeout(total=ABANDONED_CALL_SECONDS)
+        # Why the auth API last erred while a stale session was served, and when.
+        self._failing: str | None = None
+        self._failing_at = 0.0
 
     @property
     def config(self) -> AuthConfig:
         return self._config
 
+    def checks(self) -> dict[str, str]:
+        """For /readyz: the auth API, named as failing while sessions are being served stale."""
+        if self._failing is None or time.monotonic() - self._failing_at > STALE_NOTICE_SECONDS:
+            return {}
+        return {"auth_api": f"{NOT_READY}: {self._failing}; serving stale sessions"}
+
     def evict(self, digest: str) -> bool:
-        """Drop this process's cached validation for a session digest (revocation)."""
+        """Drop this process's cached validation for a session digest (revocation), stale copy
+        included."""
         found = self._cache.discard(digest)
         self._denied.discard(digest)
         self._metrics.cache_entries.set(len(self._cache))
@@ -155,27 +193,71 @@ class AuthClient:
         """Return the verdict for a session cookie value; raise AuthUnavailable on any doubt."""
         key = self.digest(cookie_value)
         if self._config.cache_ttl > 0:
-            cached = self._cache.get(key)
+            now = time.monotonic()
+            cached = self._cache.get(key, now)
             self._metrics.cache_lookup(cached is not None)
             if cached is not None:
-                return Verdict(Outcome.CACHED, cached)
+                if cached.refresh_at <= now:
+                    self._refresh(key, cached, now, cookie_value, client_ip, request_id)
+                return cached.verdict
         if self._config.negative_ttl > 0 and self._denied.get(key):
             return Verdict(Outcome.DENIED, None)
-        return await self._flight.run(
-            key, lambda: self._resolve(key, cookie_value, client_ip, request_id)
-        )
+        try:
+            return await self._flight.run(
+                key, lambda: self._resolve(key, cookie_value, client_ip, request_id)
+            )
+        except AuthUnavailable as exc:
+            return self._stale(key, exc)
+
+    def _refresh(
+        self,
+        key: str,
+        cached: _Cached,
+        now: float,
+        cookie_value: str,
+        client_ip: str,
+        request_id: str,
+    ) -> None:
+        """Start one revalidation of a session still answered from the cache, unless a call for
+        this cookie is in flight already. Its answer replaces the entry; an error leaves it."""
+        cached.refresh_at = now + REFRESH_RETRY_SECONDS
+        if key not in self._flight:
+            self._flight.start(
+                key,
+                lambda: self._resolve(key, cookie_value, client_ip, request_id, refresh=True),
+            )
+
+    def _stale(self, key: str, error: AuthUnavailable) -> Verdict:
+        """After a validation erred: the identity the API last called valid while that answer is
+        at most stale_if_error past its expiry; otherwise the error."""
+        cached = self._cache.stale(key) if self._config.stale_if_error > 0 else None
+        if cached is None:
+            raise error
+        if self._failing is None:
+            log.warning("auth api failing; serving sessions stale", reason=error.reason)
+        self._failing, self._failing_at = error.reason, time.monotonic()
+        return Verdict(Outcome.STALE, cached.verdict.identity)
 
     async def _resolve(
-        self, key: str, cookie_value: str, client_ip: str, request_id: str
+        self, key: str, cookie_value: str, client_ip: str, request_id: str, refresh: bool = False
     ) -> Verdict:
         """One per cookie at a time: the shared cache, then the shield, then the auth API."""
-        if self._shared is not None and self._config.cache_ttl > 0:
-            claims = await self._shared.get(key)
-            if claims is not None:
-                identity = identity_from_claims(claims, self._config.identity_headers)
-                self._remember(key, identity)
-                return Verdict(Outcome.CACHED, identity)
-        if self._limiter is not None:
+        config = self._config
+        shared_entry = None
+        if self._shared is not None and self._keeps:
+            shared_entry = await self._shared.get(key)
+            if shared_entry is not None:
+                # The key lives cache_ttl + stale_if_error: what is left beyond the stale
+                # window is the session's remaining validity.
+                life = min(shared_entry.ttl - config.stale_if_error, config.cache_ttl)
+                renewed = life > 0 and config.cache_ttl - life < self._refresh_after
+                if (not refresh and life > -config.stale_if_error) or (refresh and renewed):
+                    identity = identity_from_claims(shared_entry.claims, config.identity_headers)
+                    self._remember(key, identity, life)
+                    # Past its expiry the copy stays only for the stale answer.
+                    if life > 0:
+                        return Verdict(Outcome.CACHED, identity)
+        if self._limiter is not None and not refresh:
             wait = self._limiter.acquire(client_ip)
             if wait is not None:
                 raise RateLimited(
@@ -183,16 +265,32 @@ class AuthClient:
                     headers=(("Retry-After", retry_after(wait)),),
                 )
         verdict = await self._validate(cookie_value, client_ip, request_id)
-        if verdict.identity is not None and self._config.cache_ttl > 0:
-            self._remember(key, verdict.identity)
-            if self._shared is not None:
-                await self._shared.put(key, verdict.identity.claims, self._config.cache_ttl)
-        elif verdict.identity is None and self._config.negative_ttl > 0:
-            self._denied.put(key, True, self._config.negative_ttl)
+        if verdict.identity is not None:
+            if self._keeps:
+                self._remember(key, verdict.identity, config.cache_ttl)
+                if self._shared is not None:
+                    ttl = config.cache_ttl + config.stale_if_error
+                    await self._shared.put(key, verdict.identity.claims, ttl)
+            return verdict
+        # Refused: no copy may outlive that answer, here or (stale) in the shared cache.
+        had = self._cache.discard(key)
+        self._metrics.cache_entries.set(len(self._cache))
+        if self._shared is not None and (had or shared_entry is not None):
+            await self._shared.revoke(key)
+        if config.negative_ttl > 0:
+            self._denied.put(key, True, config.negative_ttl)
         return verdict
 
-    def _remember(self, key: str, identity: Identity) -> None:
-        self._cache.put(key, identity, self._local_ttl)
+    def _remember(self, key: str, identity: Identity, life: float) -> None:
+        """Cache a session that stays valid `life` more seconds: fresh here for at most local_ttl,
+        kept for the stale answer until stale_if_error past its expiry."""
+        age = self._config.cache_ttl - life
+        refresh_at = (
+            time.monotonic() + self._refresh_after - age if self._refresh_after > 0 else math.inf
+        )
+        fresh = min(life, self._local_ttl)
+        keep = life + self._config.stale_if_error - fresh
+        self._cache.put(key, _Cached(Verdict(Outcome.CACHED, identity), refresh_at), fresh, keep)
         self._metrics.cache_entries.set(len(self._cache))
 
     async def _validate(self, cookie_value: str, client_ip: str, request_id: str) -> Verdict:
@@ -223,6 +321,9 @@ class AuthClient:
             result = "error"
         else:
             result = "valid" if call.result().identity is not None else "denied"
+            if self._failing is not None:
+                log.info("auth api answering again")
+                self._failing = None
         self._metrics.auth_calls.labels(result).inc()
         self._metrics.auth_latency.observe(time.perf_counter() - started)
 

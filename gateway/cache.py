@@ -49,28 +49,49 @@ class CookieHasher:
 
 
 class TTLCache(Generic[K, V]):
-    """An LRU map whose entries expire; expired entries are dropped when touched."""
+    """An LRU map whose entries expire; expired entries are dropped when touched.
+
+    An entry may be kept `keep` seconds past its expiry: `get` no longer returns it, `stale` still
+    does (a session served when the auth API errs). Kept entries count towards the bound.
+    """
 
     def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._max = max_entries
         self._clock = clock
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        # key -> (expires at, kept until, value)
+        self._data: OrderedDict[K, tuple[float, float, V]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._data)
 
-    def get(self, key: K) -> V | None:
+    def get(self, key: K, now: float | None = None) -> V | None:
+        """The value until it expires; `now` spares a second clock reading to a caller that has
+        one."""
         entry = self._data.get(key)
         if entry is None:
             return None
-        if entry[0] <= self._clock():
-            del self._data[key]
+        if now is None:
+            now = self._clock()
+        if entry[0] <= now:
+            if entry[1] <= now:
+                del self._data[key]
             return None
         self._data.move_to_end(key)
-        return entry[1]
+        return entry[2]
 
-    def put(self, key: K, value: V, ttl: float) -> None:
-        self._data[key] = (self._clock() + ttl, value)
+    def stale(self, key: K) -> V | None:
+        """The value while it is fresh or kept past its expiry."""
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._data[key]
+            return None
+        return entry[2]
+
+    def put(self, key: K, value: V, ttl: float, keep: float = 0.0) -> None:
+        expires = self._clock() + ttl
+        self._data[key] = (expires, expires + keep, value)
         self._data.move_to_end(key)
         while len(self._data) > self._max:
             self._data.popitem(last=False)
@@ -95,13 +116,20 @@ class SingleFlight(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._inflight)
 
-    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+    def __contains__(self, key: K) -> bool:
+        return key in self._inflight
+
+    def start(self, key: K, call: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+        """The call in flight for the key, or `call()` started now."""
         future = self._inflight.get(key)
         if future is None:
             future = asyncio.ensure_future(call())
             self._inflight[key] = future
             future.add_done_callback(lambda f: self._finished(key, f))
-        return await asyncio.shield(future)
+        return future
+
+    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        return await asyncio.shield(self.start(key, call))
 
     def _finished(self, key: K, future: asyncio.Future[V]) -> None:
         self._inflight.pop(key, None)

@@ -71,6 +71,11 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_MAX_CONNECTIONS_PER_IP = 256
 # Event loop lag that counts as overload (sustained, see gateway/limits.py); 0 turns shedding off.
 DEFAULT_OVERLOAD_LAG = 0.1
+# A session in steady use is revalidated in the background once this share of cache_ttl has
+# passed, so its user never waits for the auth API and a revocation shows within one refresh.
+DEFAULT_REFRESH_AHEAD = 0.8
+# Off unless asked: serving a session the auth API could not confirm is the operator's trade-off.
+DEFAULT_STALE_IF_ERROR = 0.0
 # One process unless asked: each worker keeps its own cache and single flight (see README).
 DEFAULT_WORKERS = 1
 REDIS_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -283,6 +288,8 @@ class AuthConfig(_Model):
     negative_ttl: Seconds = DEFAULT_NEGATIVE_TTL
     max_inflight: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_INFLIGHT
     unknown_session_limit: RateText | None = None
+    refresh_ahead: Annotated[float, Field(ge=0, lt=1)] = DEFAULT_REFRESH_AHEAD
+    stale_if_error: Seconds = DEFAULT_STALE_IF_ERROR
 
     _unknown_session_rate: Rate | None = PrivateAttr()
 

@@ -50,12 +50,12 @@ class RunningGateway:
     def current_config(self) -> GatewayConfig:
         return self.gateway.runtime.config
 
-    def degraded_checks(self) -> dict[str, str]:
+    async def degraded_checks(self) -> dict[str, str]:
         checks = {} if self.shared is None else {"redis": self.shared.status}
         load = self.gateway.load.check() if self.gateway.load is not None else None
         if load is not None:
             checks["load"] = load
-        return checks
+        return checks | self.gateway.runtime.auth.checks()
 
     def exposition(self) -> bytes:
         return self.metrics.exposition()

@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +44,15 @@ log = structlog.get_logger("gateway.shared_cache")
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _REASON_MAX = 120
+
+
+@dataclass(frozen=True, slots=True)
+class SharedEntry:
+    """Cached claims and the seconds their key has left (its PTTL: Redis's clock, not ours, so
+    replicas whose clocks differ agree on it)."""
+
+    claims: dict[str, Any]
+    ttl: float
 
 
 class _State(enum.Enum):
@@ -177,18 +188,24 @@ class SharedCache:
     def _key(self, digest: str) -> str:
         return self._prefix + digest
 
-    async def get(self, digest: str) -> dict[str, Any] | None:
-        """The claims cached for a session digest, or None (absent, or Redis unavailable)."""
+    async def get(self, digest: str) -> SharedEntry | None:
+        """The claims cached for a session digest and their time left, or None (absent, or Redis
+        unavailable)."""
         client = self._client
         if client is None or self._state is not _State.UP:
             return None
+        key = self._key(digest)
         try:
             async with asyncio.timeout(self._op_timeout):
-                raw = await client.get(self._key(digest))
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.get(key)
+                    pipe.pttl(key)
+                    raw, pttl = await pipe.execute()
         except Exception as exc:
             self._mark_down(exc)
             return None
-        if raw is None:
+        # PTTL -2: the key expired between the two commands; -1: stored without a ttl.
+        if raw is None or pttl == -2:
             return None
         try:
             claims = orjson.loads(raw)
@@ -198,7 +215,7 @@ class SharedCache:
         if not isinstance(claims, dict):
             log.warning("shared cache entry is not a JSON object; ignored")
             return None
-        return claims
+        return SharedEntry(claims, math.inf if pttl < 0 else pttl / 1000)
 
     async def put(self, digest: str, claims: Mapping[str, Any], ttl: float) -> None:
         """Cache claims for `ttl` seconds (SET key json PX ttl_ms); skipped if Redis is down."""

@@ -18,13 +18,13 @@ import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 from prometheus_client import multiprocess
 
-from gateway.admin import NOT_READY, RevokeRefused, revocation_digest
+from gateway.admin import NOT_READY, READY_CHECK_TIMEOUT, RevokeRefused, revocation_digest
 from gateway.cache import CookieHasher
 from gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
 from gateway.lifecycle import start_admin, start_shared_cache
@@ -171,23 +171,54 @@ class Supervisor:
     def current_config(self) -> GatewayConfig:
         return self.config
 
-    def degraded_checks(self) -> dict[str, str]:
+    async def degraded_checks(self) -> dict[str, str]:
         # A worker is ready once its control socket exists: it opens it after it listens.
-        ready = sum(
-            1
+        ready = [
+            index
             for index, proc in self.procs.items()
             if proc.returncode is None and self.control_socket(index).exists()
-        )
-        if ready == 0:
+        ]
+        if not ready:
             workers = f"{NOT_READY}: no worker is listening yet"
-        elif ready < self.count:
-            workers = f"degraded: {ready}/{self.count} listening"
+        elif len(ready) < self.count:
+            workers = f"degraded: {len(ready)}/{self.count} listening"
         else:
             workers = "ok"
         checks = {"workers": workers}
         if self.shared is not None:
             checks["redis"] = self.shared.status
+        # Only the workers know that the auth API errs while they serve sessions stale.
+        answers = await asyncio.gather(
+            *(self._ask(index, "GET", "/checks", seconds=READY_CHECK_TIMEOUT) for index in ready),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if isinstance(answer, tuple) and "auth_api" in answer[1]:
+                checks["auth_api"] = str(answer[1]["auth_api"])
+                break
         return checks
+
+    async def _ask(
+        self,
+        index: int,
+        method: str,
+        path: str,
+        body: dict[str, str | None] | None = None,
+        seconds: float = CONTROL_TIMEOUT,
+    ) -> tuple[int, dict[str, Any]]:
+        """One request to a worker's control socket: its status and JSON answer."""
+        connector = aiohttp.UnixConnector(path=str(self.control_socket(index)))
+        async with (
+            aiohttp.ClientSession(connector=connector) as client,
+            client.request(
+                method,
+                f"http://worker{path}",
+                json=body,
+                timeout=aiohttp.ClientTimeout(seconds),
+            ) as response,
+        ):
+            answer: dict[str, Any] = await response.json()
+            return response.status, answer
 
     def exposition(self) -> bytes:
         return self.metrics.exposition()
@@ -197,23 +228,16 @@ class Supervisor:
         key = revocation_digest(
             CookieHasher.from_secret(self.config.auth.cache.secret), session, digest
         )
-        body = {"session": session} if session is not None else {"digest": digest}
+        body: dict[str, str | None] = (
+            {"session": session} if session is not None else {"digest": digest}
+        )
         evicted: list[bool] = []
         for index in range(self.count):
-            connector = aiohttp.UnixConnector(path=str(self.control_socket(index)))
             try:
-                async with (
-                    aiohttp.ClientSession(connector=connector) as client,
-                    client.post(
-                        "http://worker/revoke",
-                        json=body,
-                        timeout=aiohttp.ClientTimeout(CONTROL_TIMEOUT),
-                    ) as response,
-                ):
-                    result = await response.json()
-                    if response.status == 400:
-                        raise RevokeRefused(str(result.get("error")))
-                    evicted.append(bool(result.get("local")))
+                status, result = await self._ask(index, "POST", "/revoke", body)
+                if status == 400:
+                    raise RevokeRefused(str(result.get("error")))
+                evicted.append(bool(result.get("local")))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning(
                     "worker did not take the revocation", worker=index, error=type(exc).__name__

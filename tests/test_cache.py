@@ -31,6 +31,19 @@ def test_entries_expire_after_their_ttl() -> None:
     assert len(cache) == 0
 
 
+def test_kept_entry_is_stale_not_fresh_until_its_keep_ends() -> None:
+    """Past its ttl an entry kept longer is only `stale`; past the keep it is gone."""
+    clock = Clock()
+    cache: TTLCache[str, int] = TTLCache(10, clock)
+    cache.put("a", 1, ttl=5, keep=3)
+    assert (cache.get("a"), cache.stale("a")) == (1, 1)
+    clock.now = 7.9
+    assert (cache.get("a"), cache.stale("a")) == (None, 1)
+    clock.now = 8.0
+    assert cache.stale("a") is None
+    assert len(cache) == 0
+
+
 def test_size_is_bounded_least_recently_used_first() -> None:
     """Past max_entries the least recently used entry is evicted."""
     cache: TTLCache[str, int] = TTLCache(2, Clock())

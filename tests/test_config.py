@@ -34,6 +34,8 @@ def test_minimal_config_gets_documented_defaults() -> None:
     assert config.auth.cookie == "session"
     assert config.auth.timeout == 2.0
     assert config.auth.cache_ttl == 300
+    assert config.auth.refresh_ahead == 0.8
+    assert config.auth.stale_if_error == 0
     assert config.auth.user_agent == "hamrah-web-server/1.0"
     assert config.auth.identity_headers == {"X-Auth-User-Id": "id", "X-Auth-User-Email": "email"}
     assert config.login_url == "/login"
@@ -104,6 +106,39 @@ def test_bad_value_names_key_and_line(extra: str, key: str, line: int) -> None:
     """A wrong type, unknown key or bad value is reported with its dotted key and YAML line."""
     problems = problems_of(BASE + extra)
     assert any(p.startswith(f"{key}:") and f"(line {line})" in p for p in problems), problems
+
+
+AUTH_LINE = "  validate_url: http://api:8787/api/auth/sessions/validate\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("refresh_ahead: 1", "auth.refresh_ahead"),
+        ("refresh_ahead: 1.5", "auth.refresh_ahead"),
+        ("refresh_ahead: -0.1", "auth.refresh_ahead"),
+        ("refresh_ahead: soon", "auth.refresh_ahead"),
+        ("stale_if_error: -1", "auth.stale_if_error"),
+        ("stale_if_error: 86401", "auth.stale_if_error"),
+        ("stale_if_error: later", "auth.stale_if_error"),
+    ],
+    ids=lambda v: str(v).strip()[:30],
+)
+def test_bad_refresh_or_stale_setting_names_key_and_line(extra: str, key: str) -> None:
+    """refresh_ahead outside 0 <= x < 1 or a bad stale_if_error names its dotted key and line."""
+    problems = problems_of(BASE.replace(AUTH_LINE, f"{AUTH_LINE}  {extra}\n"))
+    assert any(p.startswith(f"{key}:") and "(line 4)" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("extra", "refresh", "stale"),
+    [("refresh_ahead: 0", 0.0, 0.0), ("stale_if_error: 300", 0.8, 300.0)],
+    ids=["refresh-off", "stale-300"],
+)
+def test_refresh_and_stale_settings_are_typed(extra: str, refresh: float, stale: float) -> None:
+    """refresh_ahead 0 (off) and stale_if_error seconds are accepted as floats."""
+    auth = parse_config(BASE.replace(AUTH_LINE, f"{AUTH_LINE}  {extra}\n"), env={}).auth
+    assert (auth.refresh_ahead, auth.stale_if_error) == (refresh, stale)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from gateway.config import load_config
 from tests.support.backends import GOOD_USER
@@ -226,6 +227,37 @@ async def test_revocation_without_an_admin_token_is_not_found(
     assert status == 404
 
 
+async def test_a_replica_that_never_saw_a_session_serves_it_stale_from_redis(
+    replica_factory: ReplicaFactory, auth_api: Backend, redis_server: RedisServer
+) -> None:
+    """API erring past the ttl: B, which never saw the session, serves A's validation stale from
+    Redis (a key living cache_ttl + stale_if_error); a revocation on A removes every copy."""
+    ttl, settings = 1.0, {"auth": {"cache_ttl": 1, "stale_if_error": 30}}
+    a, b = await replica_factory("a", **settings), await replica_factory("b", **settings)
+    token = new_session(auth_api, "stale-across-0123456789")
+    assert await statuses(a.port, "/dashboard", 1, token) == [200]
+    signed_in = time.monotonic()
+    auth_api.state.answer = (503, "down for maintenance")
+    async with Redis.from_url(redis_server.url) as raw:
+        # The shared key outlives cache_ttl by stale_if_error.
+        assert 30_000 < await raw.pttl(f"hamrah-gateway:session:{digest_of(token)}") <= 31_000
+    await asyncio.sleep(max(0.0, signed_in + ttl + 0.05 - time.monotonic()))
+    assert await statuses(b.port, "/dashboard", 2, token) == [200, 200]
+    await b.process.wait_for_output('"auth":"stale"')
+    assert calls_for(auth_api, token) == 3
+
+    status, body = await revoke(a.admin_port, ADMIN_TOKEN, session=token)
+    assert (status, body["shared"]) == (200, True), body
+
+    async def refused_on_b() -> bool:
+        return await statuses(b.port, "/dashboard", 1, token) == [503]
+
+    await poll(refused_on_b, what="B refusing the revoked session's stale copy")
+    assert await statuses(a.port, "/dashboard", 1, token) == [503]
+    async with Redis.from_url(redis_server.url) as raw:
+        assert await raw.keys("hamrah-gateway:session:*") == []
+
+
 @dataclass
 class Stream:
     """Requests with a valid session, alternating between the replicas, until stopped."""
@@ -335,8 +367,10 @@ async def test_redis_killed_and_restarted_mid_run(
 
 
 def test_the_compose_scale_config_is_valid() -> None:
-    """config/gateway.scale.yaml loads with its defaults: Redis cache, admin token, one worker."""
+    """config/gateway.scale.yaml loads with its defaults: Redis cache, admin token, one worker,
+    stale_if_error 300."""
     config = load_config(SCALE_CONFIG, env={})
+    assert config.auth.stale_if_error == 300
     assert config.auth.cache.backend == "redis"
     assert config.auth.cache.url == "redis://redis:6379/0"
     assert config.auth.cache.secret is not None

@@ -121,12 +121,17 @@ async def test_put_on_one_replica_is_read_by_another(
 
     await a.cache.put(digest, CLAIMS, ttl=0.3)
     stored = time.perf_counter()
-    assert await b.cache.get(digest) == CLAIMS
+    assert await claims_in(b.cache, digest) == CLAIMS
 
     await wait_until_none(b.cache, digest)
     gone_after = time.perf_counter() - stored
     print(f"\nentry with ttl 0.3s gone {gone_after:.3f}s after the put")
     assert gone_after >= 0.25
+
+
+async def claims_in(cache: SharedCache, digest: str) -> dict[str, Any] | None:
+    entry = await cache.get(digest)
+    return None if entry is None else entry.claims
 
 
 async def wait_until_none(cache: SharedCache, digest: str) -> float:
@@ -140,7 +145,7 @@ async def wait_until_none(cache: SharedCache, digest: str) -> float:
 async def test_stored_as_json_under_prefix_with_ttl_and_no_cookie(
     redis_server: RedisServer, replica_factory: ReplicaFactory
 ) -> None:
-    """Redis holds key_prefix + digest -> JSON claims with a PX ttl; the cookie is nowhere."""
+    """Redis holds key_prefix + digest -> JSON claims with a PX ttl get reports; no cookie."""
     cookie = "raw-cookie-value-must-not-leave-0123"
     a = await replica_factory(redis_server.url, key_prefix="gw-test:")
     digest = digest_of(cookie)
@@ -155,6 +160,8 @@ async def test_stored_as_json_under_prefix_with_ttl_and_no_cookie(
         assert orjson.loads(value) == CLAIMS
         assert 29_000 < await raw.pttl(key) <= 30_000
         assert cookie.encode() not in key + value
+    entry = await a.cache.get(digest)
+    assert entry is not None and 29 < entry.ttl <= 30
 
 
 @pytest.mark.parametrize(
@@ -196,7 +203,7 @@ async def test_revoke_reaches_the_other_replica(
     b = await replica_factory(redis_server.url)
     digest = digest_of("cookie-revoke")
     await a.cache.put(digest, CLAIMS, ttl=30)
-    assert await b.cache.get(digest) == CLAIMS
+    assert await claims_in(b.cache, digest) == CLAIMS
 
     started = time.perf_counter()
     assert await a.cache.revoke(digest) is True
@@ -343,7 +350,7 @@ async def test_hung_redis_costs_one_op_timeout_then_nothing(
             redis_server.resume()
         healed = await wait_until(lambda: a.cache.healthy)
     print(f"healthy again {healed * 1000:.0f} ms after SIGCONT")
-    assert await a.cache.get(digest) == CLAIMS
+    assert await claims_in(a.cache, digest) == CLAIMS
     assert len(down_lines(logs)) == 1
     assert len(up_lines(logs)) == 1
 
@@ -373,7 +380,7 @@ async def test_redis_restart_heals_and_pubsub_works_again(
 
     digest = digest_of("cookie-after-restart")
     await b.cache.put(digest, CLAIMS, ttl=30)
-    assert await a.cache.get(digest) == CLAIMS
+    assert await claims_in(a.cache, digest) == CLAIMS
     started = time.perf_counter()
     assert await a.cache.revoke(digest) is True
     await wait_until(lambda: b.digests == [digest], deadline=1.0)
@@ -402,7 +409,7 @@ async def test_redis_never_started(replica_factory: ReplicaFactory) -> None:
     try:
         await wait_until(lambda: a.cache.healthy)
         await a.cache.put(digest, CLAIMS, ttl=30)
-        assert await a.cache.get(digest) == CLAIMS
+        assert await claims_in(a.cache, digest) == CLAIMS
     finally:
         await server.aclose()
 

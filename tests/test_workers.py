@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -432,6 +433,28 @@ async def test_revoke_through_the_supervisor_evicts_in_every_worker(
 
     status, _ = await revoke(supervised.admin_port, "wrong-token-0123456789", session=token)
     assert status == 401
+
+
+async def test_supervisor_readyz_names_the_auth_api_while_workers_serve_stale(
+    supervised: Supervised, auth_api: Backend
+) -> None:
+    """The API erring past the ttl: both workers serve the session stale, and the supervisor's
+    /readyz (which only the workers can tell) is 503 naming auth_api."""
+    supervised.write_config(auth={"cache_ttl": 1, "stale_if_error": 30})
+    supervised.process.signal(signal.SIGHUP)
+    await supervised.wait_for_lines('"config reloaded"', WORKERS)
+    token = "stale-workers-0123456789"
+    auth_api.state.sessions[token] = dict(GOOD_USER)
+    assert await statuses(supervised.port, "/dashboard", BATCH, token) == [200] * BATCH
+    signed_in = time.monotonic()
+    status, body = await admin_json(supervised.admin_port, "/readyz")
+    assert (status, body["failing"]) == (200, []), body
+    auth_api.state.answer = (503, "down for maintenance")
+    await asyncio.sleep(max(0.0, signed_in + 1.05 - time.monotonic()))
+    assert await statuses(supervised.port, "/dashboard", BATCH, token) == [200] * BATCH
+    status, body = await admin_json(supervised.admin_port, "/readyz")
+    assert (status, body["failing"]) == (503, ["auth_api"]), body
+    assert body["checks"]["auth_api"].startswith("not ready: "), body
 
 
 async def test_a_worker_restarted_after_a_refused_reload_runs_the_last_good_config(

@@ -171,6 +171,10 @@ class AuthApi:
     delay: float = 0.0
     inflight: int = 0
     max_inflight: int = 0
+    # An outage or a revocation for every cookie: each call is answered (status, body as text).
+    answer: tuple[int, str] | None = None
+    # While set and not yet released, every call waits for it (a slow API the test controls).
+    gate: asyncio.Event | None = None
 
 
 # Tokens that make the test auth API misbehave in a named way.
@@ -296,6 +300,10 @@ def build_auth_api(state: AuthApi) -> web.Application:
         try:
             if state.delay:
                 await asyncio.sleep(state.delay)
+            if state.gate is not None:
+                await state.gate.wait()
+            if state.answer is not None:
+                return web.Response(status=state.answer[0], text=state.answer[1])
             token = request.cookies.get("session", "")
             if token in BEHAVIOURS:
                 return await BEHAVIOURS[token](request)
