@@ -66,7 +66,8 @@ class Runtime:
         metrics: Metrics,
         shared: SharedCache | None = None,
     ) -> Runtime:
-        policy = HeaderPolicy(config.trusted_networks, config.auth.identity_headers)
+        scheme = "http" if config.tls is None else "https"
+        policy = HeaderPolicy(config.trusted_networks, config.auth.identity_headers, scheme)
         return cls(
             config=config,
             reader=RequestReader(policy, config.auth.cookie, config.max_header_bytes),
