@@ -95,7 +95,7 @@ async def _start(
     stack: AsyncExitStack, config: GatewayConfig, sock: socket.socket | None
 ) -> RunningGateway:
     metrics = Metrics()
-    pools = Pools()
+    pools = Pools(config.upstream_tls)
     stack.push_async_callback(pools.close)
     # The gateway is built after the shared cache it uses, but revocations heard from other
     # replicas must reach whatever auth client it has then (a reload swaps it).

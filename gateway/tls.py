@@ -101,20 +101,27 @@ def _leaf(cert_file: str, now: datetime) -> x509.Certificate:
     return leaf
 
 
+def load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
+    """Load a certificate chain and its key into `context`; PairRefused naming the file and why
+    (a key without a file of its own is read from the certificate's file)."""
+    key = key_file or cert_file
+    try:
+        context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
+    except EncryptedKey:
+        raise PairRefused(key, "the key has a passphrase; give it without") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise PairRefused(key, "does not match the certificate") from None
+        raise PairRefused(key, f"not a usable PEM certificate and key ({exc.reason})") from None
+    except OSError as exc:
+        raise PairRefused(key, f"cannot read: {exc.strerror}") from None
+
+
 def load_pair(config: TlsConfig, now: datetime | None = None) -> Pair:
     """A new context serving the configured pair; PairRefused naming the file and why."""
     leaf = _leaf(config.cert_file, now or datetime.now(UTC))
     context = server_context(config.min_version)
-    try:
-        context.load_cert_chain(config.cert_file, config.key_file, password=_no_passphrase)
-    except EncryptedKey:
-        raise PairRefused(config.key_file, "the key has a passphrase; give it without") from None
-    except ssl.SSLError as exc:
-        if exc.reason == "KEY_VALUES_MISMATCH":
-            raise PairRefused(config.key_file, "does not match the certificate") from None
-        raise PairRefused(config.key_file, f"not a usable PEM key ({exc.reason})") from None
-    except OSError as exc:
-        raise PairRefused(config.key_file, f"cannot read: {exc.strerror}") from None
+    load_chain(context, config.cert_file, config.key_file)
     return Pair(context, leaf.serial_number, leaf.not_valid_after_utc)
 
 

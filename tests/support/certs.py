@@ -17,11 +17,12 @@ HOSTS = ("localhost", "127.0.0.1")
 
 @dataclass
 class PairFiles:
-    """A certificate chain and its key on disk, and the leaf's serial."""
+    """A certificate chain and its key on disk, and the leaf's serial and expiry."""
 
     cert_file: Path
     key_file: Path
     serial: int
+    not_after: datetime
 
 
 def write_pair(
@@ -38,8 +39,8 @@ def write_pair(
     cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
     cert_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     key_file.write_bytes(leaf.private_key_pem.bytes())
-    serial = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
-    return PairFiles(cert_file, key_file, serial)
+    parsed = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
+    return PairFiles(cert_file, key_file, parsed.serial_number, parsed.not_valid_after_utc)
 
 
 def expired_window() -> tuple[datetime, datetime]:
