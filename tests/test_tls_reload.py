@@ -22,12 +22,22 @@ from tests.support.certs import (
     served_serial,
     write_pair,
 )
-from tests.support.harness import Backend, GatewayFactory, LogBuffer, eventually_async
+from tests.support.harness import (
+    Backend,
+    GatewayFactory,
+    LogBuffer,
+    eventually,
+    eventually_async,
+)
+from tests.support.process import free_port
 from tests.test_service import serving
 
 # The frontend's event stream: this many ticks this far apart keep a download going across the
 # reload (2 s in all).
 TICKS, GAP = 8, 0.25
+WORKERS = 2
+# Enough new connections that the kernel's spreading reaches both workers (1 in 2**19 it does not).
+HANDSHAKES = 20
 
 
 @pytest.fixture
@@ -129,6 +139,32 @@ async def test_sighup_reloads_the_pair_while_open_work_goes_on(
             await process.wait_for_output(f"{new.serial:x}")
             await serves(port, ca, new.serial)
             await assert_still_going(download, ws)
+
+
+async def test_with_workers_every_worker_reloads_on_sighup(
+    tmp_path: Path, frontend: Backend, auth_api: Backend, ca: trustme.CA, pair: PairFiles
+) -> None:
+    """workers: 2: after SIGHUP to the supervisor, every new handshake (whichever worker the
+    kernel hands it to) gets the new certificate, and /readyz names the tls check."""
+    admin = free_port()
+    overrides: dict[str, object] = {
+        "tls": tls_keys(pair, watch=False),
+        "workers": WORKERS,
+        "admin_listen": f"127.0.0.1:{admin}",
+    }
+    async with serving(tmp_path, frontend, auth_api, **overrides) as (process, port):
+        await process.wait_for_output('"supervisor started"')
+        new = write_pair(ca, tmp_path / "live", "site")
+        process.signal(signal.SIGHUP)
+        await eventually(lambda: process.output.count(f"{new.serial:x}") >= WORKERS + 1)
+        context = client_context(ca)
+        serials = {(await served_serial(port, context))[0] for _ in range(HANDSHAKES)}
+        assert serials == {new.serial}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{admin}/readyz") as response,
+        ):
+            assert (await response.json())["checks"]["tls"] == "ok"
 
 
 def mismatched(ca: trustme.CA, directory: Path, live: PairFiles) -> str:
