@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     frontend.add_argument("--api-url", default="http://127.0.0.1:8787")
     api = commands.add_parser("demo-api", help="run only the demo auth API")
     api.add_argument("--listen", default="0.0.0.0:8787")
+    selfsigned = commands.add_parser(
+        "tls-selfsigned", help="make a local CA and a certificate (kept if already there)"
+    )
+    selfsigned.add_argument("--dir", type=Path, default=Path("/etc/hamrah-gateway/tls"))
+    selfsigned.add_argument("--host", action="append", help="a name or IP (default localhost)")
     return parser
 
 
@@ -44,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.demo_runner import run_demo_service
 
         return run_demo_service(args.command, args.listen, getattr(args, "api_url", ""))
+    if args.command == "tls-selfsigned":
+        from gateway.selfsigned import make_selfsigned
+
+        made = make_selfsigned(args.dir, args.host or ["localhost", "127.0.0.1"])
+        print(f"{args.dir}: {'made' if made else 'kept'} ca.pem, fullchain.pem, privkey.pem")
+        return 0
     path = args.config or Path(DEFAULT_CONFIG)
     try:
         config = load_config(path)

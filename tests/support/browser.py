@@ -21,6 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.demo import DEMO_COOKIE, build_auth_api, build_frontend
 from gateway.demo_runner import demo_config, serve_app
 from gateway.server import RunningGateway, start_gateway
+from gateway.tls_config import TlsConfig
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -57,10 +58,11 @@ class DemoStack:
     frontend_runner: web.AppRunner
     frontend_port: int
     stopped: set[str] = field(default_factory=set)
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway.port}"
+        return f"{self.scheme}://127.0.0.1:{self.gateway.port}"
 
     @property
     def api_url(self) -> str:
@@ -83,8 +85,11 @@ class DemoStack:
 
 
 @asynccontextmanager
-async def demo_stack(*, cache_ttl: float | None = None) -> AsyncIterator[DemoStack]:
-    """The whole demo, built with demo_config() as the demo command builds it, listening on :0."""
+async def demo_stack(
+    *, cache_ttl: float | None = None, tls: TlsConfig | None = None
+) -> AsyncIterator[DemoStack]:
+    """The whole demo, built with demo_config() as the demo command builds it, listening on :0
+    (over https with `tls`)."""
     api_runner, api_port = await serve(build_auth_api())
     frontend_runner, frontend_port = await serve(build_frontend(f"http://127.0.0.1:{api_port}"))
     config = demo_config("127.0.0.1", 0, frontend_port, api_port)
@@ -92,8 +97,11 @@ async def demo_stack(*, cache_ttl: float | None = None) -> AsyncIterator[DemoSta
         config = config.model_copy(
             update={"auth": config.auth.model_copy(update={"cache_ttl": cache_ttl})}
         )
+    if tls is not None:
+        config = config.model_copy(update={"tls": tls})
     gateway = await start_gateway(config)
     stack = DemoStack(gateway, config, api_runner, api_port, frontend_runner, frontend_port)
+    stack.scheme = "http" if tls is None else "https"
     try:
         yield stack
     finally:
@@ -101,7 +109,7 @@ async def demo_stack(*, cache_ttl: float | None = None) -> AsyncIterator[DemoSta
 
 
 @asynccontextmanager
-async def chromium(*, bfcache: bool = False) -> AsyncIterator[Browser]:
+async def chromium(*, bfcache: bool = False, args: tuple[str, ...] = ()) -> AsyncIterator[Browser]:
     """A headless Debian Chromium; each launch gets a fresh temporary profile from Playwright.
 
     Playwright turns Chrome's back/forward cache off by default; bfcache=True turns it back on,
@@ -110,7 +118,7 @@ async def chromium(*, bfcache: bool = False) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, *args],
             headless=True,
             ignore_default_args=[BFCACHE_OFF] if bfcache else None,
         )
