@@ -4,32 +4,16 @@ from __future__ import annotations
 
 import ssl
 import warnings
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import trustme
 
 from tests.support import rawhttp
-from tests.support.certs import PairFiles, client_context, served_serial, write_pair
+from tests.support.certs import PairFiles, client_context, served_serial, tls_keys
 from tests.support.harness import GOOD, GatewayFactory, Gw
 
 HSTS = "max-age=31536000"
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def pair(ca: trustme.CA, tmp_path: Path) -> PairFiles:
-    return write_pair(ca, tmp_path / "tls", "first")
-
-
-def tls_keys(pair: PairFiles, **extra: Any) -> dict[str, Any]:
-    return {"cert_file": str(pair.cert_file), "key_file": str(pair.key_file), **extra}
 
 
 @pytest.fixture
@@ -76,7 +60,7 @@ async def test_versions_below_min_version_are_refused(
     served: bool,
 ) -> None:
     """A client offering only a version below min_version gets no handshake (1.1 never)."""
-    gw = await gateway_factory(tls=tls_keys(pair, min_version=min_version, watch=False))
+    gw = await gateway_factory(tls=tls_keys(pair, watch=False, min_version=min_version))
     context = client_context(ca)
     # The client's own floor is lowered so the refusal is the gateway's, not the client's.
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
@@ -142,7 +126,7 @@ async def test_hsts_zero_sends_none(
     gateway_factory: GatewayFactory, ca: trustme.CA, pair: PairFiles
 ) -> None:
     """hsts: 0 turns the header off."""
-    gw = await gateway_factory(tls=tls_keys(pair, hsts=0, watch=False))
+    gw = await gateway_factory(tls=tls_keys(pair, watch=False, hsts=0))
     response = await rawhttp.exchange(gw.port, rawhttp.get("/hello"), tls=client_context(ca))
     assert response.status == 200
     assert response.header("Strict-Transport-Security") is None

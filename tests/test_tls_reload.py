@@ -20,6 +20,7 @@ from tests.support.certs import (
     expired_window,
     future_window,
     served_serial,
+    tls_keys,
     write_pair,
 )
 from tests.support.harness import (
@@ -38,20 +39,6 @@ TICKS, GAP = 8, 0.25
 WORKERS = 2
 # Enough new connections that the kernel's spreading reaches both workers (1 in 2**19 it does not).
 HANDSHAKES = 20
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def pair(ca: trustme.CA, tmp_path: Path) -> PairFiles:
-    return write_pair(ca, tmp_path / "live", "site")
-
-
-def tls_keys(pair: PairFiles, watch: bool) -> dict[str, object]:
-    return {"cert_file": str(pair.cert_file), "key_file": str(pair.key_file), "watch": watch}
 
 
 @contextlib.asynccontextmanager

@@ -21,11 +21,6 @@ HttpsFrontend = Callable[..., Any]
 
 
 @pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
 def client_ca() -> trustme.CA:
     return trustme.CA()
 

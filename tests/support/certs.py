@@ -75,3 +75,13 @@ async def served_serial(
         return serial, tls.selected_alpn_protocol(), str(tls.version())
     finally:
         writer.close()
+
+
+def tls_keys(pair: PairFiles, watch: bool, **extra: object) -> dict[str, object]:
+    """The tls: keys of a gateway config serving `pair`."""
+    return {
+        "cert_file": str(pair.cert_file),
+        "key_file": str(pair.key_file),
+        "watch": watch,
+        **extra,
+    }
