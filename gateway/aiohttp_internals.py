@@ -2,18 +2,23 @@
 
 aiohttp's public API has no way to (1) see that a malformed chunk was queued while the body is
 being relayed, (2) send a response's head and body in one write, (3) leave out the headers it adds
-on its own (Server, Content-Type), (4) tell "too many headers" from other parse errors, or (5) see
-whether a request body's buffer is empty. The gateway needs all five; each is reached here only,
+on its own (Server, Content-Type), (4) tell "too many headers" from other parse errors, (5) see
+whether a request body's buffer is empty, or (6) add a header to every answer a low-level server
+sends, its parse-error answers included. The gateway needs all six; each is reached here only,
 and tests/test_aiohttp_internals.py fails loudly when an aiohttp upgrade changes one of them
 (aiohttp is pinned to 3.14.x for this and for gateway/upstream.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from aiohttp.web_protocol import RequestHandler, _ErrInfo, _RequestFactory
 
 # aiohttp's parser error text for a request with more headers than max_headers.
 TOO_MANY_HEADERS_TEXT = "Too many headers"
@@ -58,3 +63,25 @@ class OmitsDefaultHeaders(web.StreamResponse):
         await super()._prepare_headers()
         for name in missing:
             self._headers.popall(name, None)
+
+
+def every_answer_has(server: web.Server, name: str, value: str) -> _RequestFactory:
+    """A request factory for `server` whose every answer carries `name: value` unless the
+    handler set that header itself. aiohttp calls a request's _prepare_hook from prepare(), for
+    relayed, own, WebSocket and parse-error answers alike, just before the head is written."""
+    loop = server._loop
+
+    class Request(web.BaseRequest):
+        async def _prepare_hook(self, response: web.StreamResponse) -> None:
+            response.headers.setdefault(name, value)
+
+    def make(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return Request(message, payload, protocol, writer, task, loop)
+
+    return make

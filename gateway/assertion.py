@@ -73,8 +73,9 @@ class Asserter:
     Built per config (a reload builds a new one), so a new first key signs from the next request.
     """
 
-    def __init__(self, config: AssertionConfig, max_entries: int) -> None:
+    def __init__(self, config: AssertionConfig, max_entries: int, scheme: str = "http") -> None:
         self._config = config
+        self._scheme = scheme
         self._key = config.keys[0]
         self._signing_headers = {"kid": self._key.kid, "typ": "JWT"}
         self._max_entries = max_entries
@@ -87,15 +88,16 @@ class Asserter:
         """The asserter a config asks for; None when `assertion` is absent (nothing changes)."""
         if config.assertion is None:
             return None
-        return cls(config.assertion, config.auth.cache_max_entries)
+        scheme = "http" if config.tls is None else "https"
+        return cls(config.assertion, config.auth.cache_max_entries, scheme)
 
     def audience(self, headers: CIMultiDictProxy[str], trusted: bool) -> str:
         """The configured audience, else the origin the request came to, as the app is told it:
-        X-Forwarded-Proto and -Host from a trusted proxy, else http and Host."""
+        X-Forwarded-Proto and -Host from a trusted proxy, else the listener's scheme and Host."""
         configured = self._config.audience
         if configured is not None:
             return configured
-        scheme, host = "http", headers.get("Host", "")
+        scheme, host = self._scheme, headers.get("Host", "")
         if trusted:
             proto = headers.get("X-Forwarded-Proto", "").partition(",")[0].strip().lower()
             scheme = proto if proto in ("http", "https") else scheme

@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         "keygen", help="write a new EC P-256 private key (PEM, mode 0600) for assertion.keys"
     )
     keygen.add_argument("path", type=Path, help="the file to create; an existing one is kept")
+    selfsigned = commands.add_parser(
+        "tls-selfsigned", help="make a local CA and a certificate (kept if already there)"
+    )
+    selfsigned.add_argument("--dir", type=Path, default=Path("/etc/hamrah-gateway/tls"))
+    selfsigned.add_argument("--host", action="append", help="a name or IP (default localhost)")
     return parser
 
 
@@ -65,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.demo_runner import run_demo_service
 
         return run_demo_service(args.command, args.listen, getattr(args, "api_url", ""))
+    if args.command == "tls-selfsigned":
+        from gateway.selfsigned import make_selfsigned
+
+        made = make_selfsigned(args.dir, args.host or ["localhost", "127.0.0.1"])
+        print(f"{args.dir}: {'made' if made else 'kept'} ca.pem, fullchain.pem, privkey.pem")
+        return 0
     path = args.config or Path(DEFAULT_CONFIG)
     try:
         config = load_config(path)

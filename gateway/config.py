@@ -34,6 +34,7 @@ from gateway.forwarded import FORWARDING, GATEWAY_SET, HOP_BY_HOP, UNTRUSTED_ONL
 from gateway.keys import SigningKey, UnusableKey, load_signing_key
 from gateway.paths import PathError, PrefixTable, normalize_path
 from gateway.policy import Access, build_rules
+from gateway.tls_config import TlsConfig, UpstreamTlsConfig, listeners_collide
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:9901"
@@ -423,6 +424,7 @@ class RouteConfig(_Model):
     upstream: HttpUrl
     strip_prefix: bool = False
     timeout: PositiveSeconds | None = None
+    upstream_tls: UpstreamTlsConfig | None = None
 
 
 class LogConfig(_Model):
@@ -469,8 +471,11 @@ class GatewayConfig(_Model):
     admin_token: str | None = None
     assertion: AssertionConfig | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    tls: TlsConfig | None = None
+    upstream_tls: UpstreamTlsConfig | None = None
 
     _listen_address: HostPort = PrivateAttr()
+    _redirect_address: HostPort | None = PrivateAttr()
     _admin_address: HostPort | None = PrivateAttr()
     _trusted_networks: tuple[Network, ...] = PrivateAttr()
     _login_target: LoginTarget = PrivateAttr()
@@ -489,6 +494,8 @@ class GatewayConfig(_Model):
         self._admin_address = None if admin is None else parse_host_port(admin)
         self._trusted_networks = tuple(parse_network(c) for c in self.trusted_proxies)
         self._login_target = parse_login_url(self.login_url)
+        redirect = None if self.tls is None else self.tls.redirect_http
+        self._redirect_address = None if redirect is None else parse_host_port(redirect)
 
     @property
     def listen_address(self) -> HostPort:
@@ -498,6 +505,11 @@ class GatewayConfig(_Model):
     def admin_address(self) -> HostPort | None:
         """None when admin_listen is off (null)."""
         return self._admin_address
+
+    @property
+    def redirect_address(self) -> HostPort | None:
+        """The plain listener that sends browsers to https (tls.redirect_http), if any."""
+        return self._redirect_address
 
     @property
     def worker_count(self) -> int:
@@ -649,6 +661,14 @@ def _cross_checks(config: GatewayConfig, tracker: _LineTracker) -> list[str]:
         PrefixTable([(route.prefix, route) for route in config.routes])
     except (ValueError, PathError) as exc:
         problems.append(f"routes: {exc}{at(('routes',))}")
+    redirect = config.redirect_address
+    if redirect is not None and listeners_collide(
+        (redirect.host, redirect.port), (config.listen_address.host, config.listen_address.port)
+    ):
+        problems.append(
+            f"tls.redirect_http: {redirect} takes the port of listen ({config.listen}); the plain"
+            f" redirect listener needs a port of its own{at(('tls', 'redirect_http'))}"
+        )
     return problems
 
 

@@ -71,9 +71,6 @@ WEBSOCKET_HANDSHAKE = frozenset(
         "sec-websocket-accept",
     }
 )
-# The gateway does not terminate TLS, so the scheme it saw is http; a TLS proxy in front says
-# otherwise through a trusted X-Forwarded-Proto.
-CLIENT_SCHEME = "http"
 MAX_REQUEST_ID_LENGTH = 128
 # Generated ids need to be unique, not secret: a random per-process prefix and a counter cost no
 # system call per request (os.urandom did).
@@ -114,8 +111,13 @@ class Forwarding:
 class HeaderPolicy:
     """Builds the upstream request's headers from the client's."""
 
-    def __init__(self, trusted_proxies: Sequence[Network], identity_headers: Iterable[str]) -> None:
+    def __init__(
+        self, trusted_proxies: Sequence[Network], identity_headers: Iterable[str], scheme: str
+    ) -> None:
+        """`scheme` is what the gateway's listener speaks (https when it terminates TLS); a TLS
+        proxy in front of a plain listener says otherwise through a trusted X-Forwarded-Proto."""
         self._trusted = tuple(trusted_proxies)
+        self._scheme = scheme
         managed = HOP_BY_HOP | URL_OVERRIDES | FORWARDING | UNTRUSTED_ONLY | GATEWAY_SET
         self._identity = frozenset(_header_key(h) for h in identity_headers)
         self._always_drop = managed | self._identity
@@ -186,7 +188,7 @@ class HeaderPolicy:
             out.append(("Host", host))
         out.append(("X-Forwarded-For", forwarding.forwarded_for))
         if not forwarding.trusted or "X-Forwarded-Proto" not in headers:
-            out.append(("X-Forwarded-Proto", CLIENT_SCHEME))
+            out.append(("X-Forwarded-Proto", self._scheme))
         if host is not None and (not forwarding.trusted or "X-Forwarded-Host" not in headers):
             out.append(("X-Forwarded-Host", host))
         out.append(("X-Request-ID", request_id))

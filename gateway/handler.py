@@ -72,7 +72,10 @@ class Runtime:
     ) -> Runtime:
         # The assertion header is stripped from clients like an identity header.
         signed = () if config.assertion is None else (config.assertion.header,)
-        policy = HeaderPolicy(config.trusted_networks, (*config.auth.identity_headers, *signed))
+        scheme = "http" if config.tls is None else "https"
+        policy = HeaderPolicy(
+            config.trusted_networks, (*config.auth.identity_headers, *signed), scheme
+        )
         return cls(
             config=config,
             reader=RequestReader(

@@ -6,6 +6,7 @@ half-way through start-up (a port taken, a bad socket) undoes what was started, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ from aiohttp import web
 
 from gateway.admin import AdminBackend, build_admin_app
 from gateway.config import GatewayConfig, HostPort
+from gateway.metrics import Metrics
+from gateway.tls import ServerCertificates
 
 if TYPE_CHECKING:
     # Imported where it is used: redis costs 7 MiB of memory a gateway without it need not pay.
@@ -36,6 +39,20 @@ async def start_shared_cache(
     await shared.start()
     stack.push_async_callback(shared.close)
     return shared
+
+
+def start_certificates(
+    stack: AsyncExitStack, config: GatewayConfig, metrics: Metrics
+) -> ServerCertificates | None:
+    """The TLS listener's certificate pair when tls is configured, watched when asked; a pair
+    that does not load raises PairRefused and nothing starts."""
+    if config.tls is None:
+        return None
+    certificates = ServerCertificates(config.tls, metrics)
+    if config.tls.watch:
+        watcher = asyncio.ensure_future(certificates.watch())
+        stack.callback(watcher.cancel)
+    return certificates
 
 
 async def start_admin(stack: AsyncExitStack, backend: AdminBackend, address: HostPort) -> int:

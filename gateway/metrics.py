@@ -94,6 +94,13 @@ class Metrics:
             ["kind"],
             registry=reg,
         )
+        # The earliest among live workers: one that kept an old certificate is the one to renew.
+        self.tls_expiry = Gauge(
+            "hamrah_gateway_tls_cert_expiry_seconds",
+            "When the served TLS certificate expires (Unix time).",
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
         self._cache_hit = self.cache.labels("hit")
         self._cache_miss = self.cache.labels("miss")
         # labels() takes a lock and builds a key on every call; the children are few and fixed.

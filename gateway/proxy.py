@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
@@ -28,6 +29,7 @@ from gateway.forwarded import HOP_BY_HOP, Headers, header_tokens
 from gateway.metrics import Metrics
 from gateway.responses import AS_SENT, AnswerRules, error_response
 from gateway.upstream import Answer, MalformedAnswer, UnsendableRequest, UpstreamCut, UpstreamPool
+from gateway.upstream_tls import verify_failure
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -55,19 +57,23 @@ class RelayResponse(OmitsDefaultHeaders):
                 headers.add(name, value)
 
 
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """The connections to one upstream origin: plain requests, WebSockets, and the name its
+    certificate is checked against when that is not its host (upstream_tls.server_name)."""
+
+    pool: UpstreamPool
+    websockets: aiohttp.ClientSession
+    server_name: str | None = None
+
+
 class Relay:
     """Sends requests to one upstream: plain HTTP over the lean pool, WebSockets via aiohttp."""
 
-    def __init__(
-        self,
-        pool: UpstreamPool,
-        session: aiohttp.ClientSession,
-        base: URL,
-        timeout: float,
-        metrics: Metrics,
-    ) -> None:
-        self._pool = pool
-        self._session = session
+    def __init__(self, upstream: Upstream, base: URL, timeout: float, metrics: Metrics) -> None:
+        self._pool = upstream.pool
+        self._session = upstream.websockets
+        self._server_name = upstream.server_name
         self._metrics = metrics
         self._origin = str(base.origin())
         self._prefix = base.raw_path.rstrip("/")
@@ -82,6 +88,12 @@ class Relay:
             log.warning("upstream answer malformed", error=str(exc))
             self._metrics.upstream_errors.labels("malformed").inc()
             return UpstreamUnreachable("the application's answer could not be read")
+        reason = verify_failure(exc)
+        if reason is not None:
+            # Never a plain retry: an upstream that cannot be verified is not the upstream.
+            log.warning("upstream tls failed", error=reason)
+            self._metrics.upstream_errors.labels("tls").inc()
+            return UpstreamUnreachable("the application's certificate could not be verified")
         log.warning("upstream unreachable", error=type(exc).__name__)
         self._metrics.upstream_errors.labels("unreachable").inc()
         return UpstreamUnreachable("the application could not be reached")
@@ -229,6 +241,7 @@ class Relay:
                 autoping=False,
                 compress=0,
                 max_msg_size=MAX_WEBSOCKET_MESSAGE_BYTES,
+                server_hostname=self._server_name,
             )
 
 

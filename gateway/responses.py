@@ -176,3 +176,8 @@ def private_cache(headers: CIMultiDict[str]) -> None:
     vary = header_tokens(headers.getall("Vary", ()))
     if "cookie" not in vary and "*" not in vary:
         headers.add("Vary", "Cookie")
+
+
+def redirect_response(status: int, location: str, request_id: str) -> OwnResponse:
+    """A redirect the gateway makes itself (the plain listener's 308 to https)."""
+    return _own(status, request_id, extra=(("Location", location),))

@@ -16,13 +16,16 @@ import structlog
 from aiohttp import web
 
 from gateway.admin import revocation_digest
+from gateway.aiohttp_internals import every_answer_has
 from gateway.config import GatewayConfig
 from gateway.handler import Gateway, Runtime
-from gateway.lifecycle import bound_port, start_admin, start_shared_cache
+from gateway.lifecycle import bound_port, start_admin, start_certificates, start_shared_cache
 from gateway.limits import LoadWatch, build_limits
 from gateway.metrics import Metrics
 from gateway.protocol import LISTEN_BACKLOG, GatewayServer, protocol_settings
+from gateway.redirect import start_redirect
 from gateway.routing import Pools
+from gateway.tls import ServerCertificates
 
 if TYPE_CHECKING:
     # Imported where it is used: redis costs 7 MiB of memory a gateway without it need not pay.
@@ -45,6 +48,8 @@ class RunningGateway:
     port: int
     shared: SharedCache | None = None
     admin_port: int | None = None
+    certificates: ServerCertificates | None = None
+    redirect_port: int | None = None
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     def current_config(self) -> GatewayConfig:
@@ -52,6 +57,8 @@ class RunningGateway:
 
     async def degraded_checks(self) -> dict[str, str]:
         checks = {} if self.shared is None else {"redis": self.shared.status}
+        if self.certificates is not None:
+            checks["tls"] = self.certificates.check()
         load = self.gateway.load.check() if self.gateway.load is not None else None
         if load is not None:
             checks["load"] = load
@@ -92,7 +99,7 @@ async def _start(
     stack: AsyncExitStack, config: GatewayConfig, sock: socket.socket | None
 ) -> RunningGateway:
     metrics = Metrics()
-    pools = Pools()
+    pools = Pools(config.upstream_tls)
     stack.push_async_callback(pools.close)
     # The gateway is built after the shared cache it uses, but revocations heard from other
     # replicas must reach whatever auth client it has then (a reload swaps it).
@@ -110,6 +117,29 @@ async def _start(
     shared = await start_shared_cache(stack, config, evict, evict_all)
     gateway = Gateway(Runtime.build(config, pools, metrics, shared))
     started.append(gateway)
+    certificates = start_certificates(stack, config, metrics)
+    runner = await _listen(stack, config, gateway, metrics, sock, certificates)
+    running = RunningGateway(gateway, runner, pools, metrics, bound_port(runner), shared)
+    running.stack, running.certificates = stack, certificates
+    if config.redirect_address is not None:
+        running.redirect_port = await start_redirect(
+            stack, config, config.redirect_address, running.port, metrics
+        )
+    if config.admin_address is not None:
+        running.admin_port = await start_admin(stack, running, config.admin_address)
+    return running
+
+
+async def _listen(
+    stack: AsyncExitStack,
+    config: GatewayConfig,
+    gateway: Gateway,
+    metrics: Metrics,
+    sock: socket.socket | None,
+    certificates: ServerCertificates | None,
+) -> web.ServerRunner:
+    """The client-facing listener: plain, or TLS with HSTS on every answer when configured; its
+    connections admitted within the limits, and the load watch that sheds when overloaded."""
     guard, refusals = build_limits(config, metrics, lambda ip: gateway.runtime.policy.trusts(ip))
     server = GatewayServer(
         gateway, metrics, guard, config.limits, **protocol_settings(config, metrics)
@@ -117,19 +147,24 @@ async def _start(
     gateway.load = LoadWatch(guard, refusals, server.handlers, config.limits.overload_lag)
     gateway.load.start()
     stack.push_async_callback(gateway.load.stop)
+    hsts = None if config.tls is None else config.tls.hsts_header
+    if hsts is not None:
+        server.request_factory = every_answer_has(server, "Strict-Transport-Security", hsts)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
+    context = None if certificates is None else certificates.listener_context
     if sock is not None:
-        site: web.BaseSite = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
+        site: web.BaseSite = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, ssl_context=context)
     else:
         address = config.listen_address
         site = web.TCPSite(
-            runner, address.host, address.port, backlog=LISTEN_BACKLOG, reuse_port=True
+            runner,
+            address.host,
+            address.port,
+            backlog=LISTEN_BACKLOG,
+            reuse_port=True,
+            ssl_context=context,
         )
     await site.start()
-    running = RunningGateway(gateway, runner, pools, metrics, bound_port(runner), shared)
-    running.stack = stack
-    if config.admin_address is not None:
-        running.admin_port = await start_admin(stack, running, config.admin_address)
-    return running
+    return runner

@@ -19,6 +19,7 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.handler import Runtime
 from gateway.logs import REDACTED, configure_logging, flush_access_log
 from gateway.server import RunningGateway, start_gateway
+from gateway.tls import PairRefused
 
 log = structlog.get_logger("gateway.service")
 
@@ -76,6 +77,9 @@ class Service:
             _die_with_parent()
         try:
             self.running = await start_gateway(self.config)
+        except PairRefused as exc:
+            log.error("cannot load the tls certificate", file=exc.file, reason=exc.reason)
+            return 1
         except OSError as exc:
             log.error("cannot listen", listen=self.config.listen, error=str(exc))
             return 1
@@ -99,7 +103,9 @@ class Service:
         return 0
 
     def reload(self) -> None:
-        """Validate the file again; swap rules in only when all of it is valid."""
+        """Validate the file again; swap rules in only when all of it is valid. The certificates
+        (the listener's and the upstreams' client certificates) are read again either way: a
+        renewal hook's SIGHUP must not wait on an unrelated edit."""
         assert self.running is not None
         if self.config_path is None:
             log.warning("reload ignored: this gateway was not started from a config file")
@@ -108,15 +114,21 @@ class Service:
             new = self._own(load_config(self.config_path))
         except ConfigError as exc:
             log.error("reload refused; the previous config stays", problems=list(exc.problems))
-            return
+        else:
+            self._swap(new)
+        certificates = self.running.certificates
+        if certificates is not None and self.config.tls is not None:
+            certificates.reload(self.config.tls)
+        self.running.pools.reload_tls()
+
+    def _swap(self, new: GatewayConfig) -> None:
+        assert self.running is not None
         gateway = self.running.gateway
-        if (new.listen, new.admin_listen, new.workers, new.auth.cache) != (
-            self.config.listen,
-            self.config.admin_listen,
-            self.config.workers,
-            self.config.auth.cache,
-        ):
-            log.warning("listen addresses, workers and the shared cache change only on restart")
+        if _restart_only(new) != _restart_only(self.config):
+            log.warning(
+                "listen addresses, workers, the shared cache and the TLS listener's settings"
+                " change only on restart"
+            )
         runtime = Runtime.build(new, self.running.pools, self.running.metrics, self.running.shared)
         if new.auth == self.config.auth:
             # Same auth settings: keep the warm cache rather than re-validate every session.
@@ -141,6 +153,13 @@ class Service:
         await self.running.close()
         flush_access_log()
         log.info("stopped")
+
+
+def _restart_only(config: GatewayConfig) -> tuple[object, ...]:
+    """What a reload cannot change: the listeners and what they were made with."""
+    tls = config.tls
+    listener = None if tls is None else (tls.min_version, tls.redirect_http, tls.hsts, tls.watch)
+    return (config.listen, config.admin_listen, config.workers, config.auth.cache, listener)
 
 
 def _die_with_parent() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 from dataclasses import dataclass
 
 from aiohttp.base_protocol import BaseProtocol
@@ -25,6 +24,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from yarl import URL
 
 from gateway.forwarded import Headers
+from gateway.upstream_tls import ClientTls
 
 # StreamReader's buffer limit: above twice this, reading from the frontend pauses.
 READ_BUFFER_BYTES = 2**16
@@ -263,12 +263,15 @@ class Exchange:
 class UpstreamPool:
     """Keepalive connections to one frontend origin, at most `limit` of them busy at once."""
 
-    def __init__(self, origin: URL, limit: int, keepalive: float) -> None:
+    def __init__(
+        self, origin: URL, limit: int, keepalive: float, tls: ClientTls | None = None
+    ) -> None:
         self._host = origin.raw_host or ""
         self._port = origin.port or (443 if origin.scheme == "https" else 80)
-        self._ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if origin.scheme == "https" else None
-        )
+        https = origin.scheme == "https"
+        self._tls = (tls or ClientTls(None)) if https else None
+        # The name the certificate is checked against, and sent as SNI.
+        self._server_name = (tls.server_name if tls is not None else None) or self._host
         # For a request without a Host (HTTP/1.0), as aiohttp's client would send it.
         self.host_header = origin.host_port_subcomponent or self._host
         self._keepalive = keepalive
@@ -286,12 +289,13 @@ class UpstreamPool:
 
     async def _connect(self) -> Connection:
         loop = self._loop
+        tls = self._tls
         _, connection = await loop.create_connection(
             lambda: Connection(loop, self),
             self._host,
             self._port,
-            ssl=self._ssl,
-            server_hostname=self._host if self._ssl is not None else None,
+            ssl=None if tls is None else tls.context,
+            server_hostname=None if tls is None else self._server_name,
         )
         self._open.add(connection)
         return connection

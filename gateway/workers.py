@@ -27,10 +27,11 @@ from prometheus_client import multiprocess
 from gateway.admin import NOT_READY, READY_CHECK_TIMEOUT, RevokeRefused, revocation_digest
 from gateway.cache import CookieHasher
 from gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
-from gateway.lifecycle import start_admin, start_shared_cache
+from gateway.lifecycle import start_admin, start_certificates, start_shared_cache
 from gateway.logs import configure_logging
 from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.service import run_loop, stop_on_signals
+from gateway.tls import PairRefused, ServerCertificates
 
 if TYPE_CHECKING:
     # Imported where it is used: redis costs 7 MiB of memory a gateway without it need not pay.
@@ -60,6 +61,8 @@ class Supervisor:
         self.stopping = False
         self.home = Path(tempfile.mkdtemp(prefix="hamrah-gateway-"))
         self.shared: SharedCache | None = None
+        # The supervisor loads the workers' pair too, so its /readyz can name a refused one.
+        self.certificates: ServerCertificates | None = None
         self._watchers: set[asyncio.Task[None]] = set()
 
     def control_socket(self, index: int) -> Path:
@@ -91,6 +94,11 @@ class Supervisor:
             # The supervisor's own Redis connection makes the one shared revocation; the workers
             # hear of it (and of other replicas' revocations) on their own subscriptions.
             self.shared = await start_shared_cache(stack, self.config, lambda _digest: None)
+            try:
+                self.certificates = start_certificates(stack, self.config, self.metrics)
+            except PairRefused as exc:
+                log.error("cannot load the tls certificate", file=exc.file, reason=exc.reason)
+                return 1
             stack.push_async_callback(self._stop_workers)
             for index in range(self.count):
                 await self._spawn(index)
@@ -142,6 +150,8 @@ class Supervisor:
             return
         self.config, self.config_text = config, text
         self._accept(text)
+        if self.certificates is not None and config.tls is not None:
+            self.certificates.reload(config.tls)
         for proc in self.procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGHUP)
@@ -196,6 +206,8 @@ class Supervisor:
             if isinstance(answer, tuple) and "auth_api" in answer[1]:
                 checks["auth_api"] = str(answer[1]["auth_api"])
                 break
+        if self.certificates is not None:
+            checks["tls"] = self.certificates.check()
         return checks
 
     async def _ask(

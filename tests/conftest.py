@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from gateway.config import parse_config
 from gateway.logs import configure_logging
@@ -21,6 +23,7 @@ from tests.support.backends import (
     build_auth_api,
     build_frontend,
 )
+from tests.support.certs import PairFiles, write_pair
 from tests.support.harness import (
     GOOD,
     Backend,
@@ -103,3 +106,15 @@ async def raw_upstream() -> AsyncIterator[tuple[RawUpstream, int]]:
     yield upstream, port
     server.close()
     await server.wait_closed()
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    """A private CA made for this test."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def pair(ca: trustme.CA, tmp_path: Path) -> PairFiles:
+    """A certificate for localhost and 127.0.0.1 from the test's CA, and its key, on disk."""
+    return write_pair(ca, tmp_path / "live", "site")

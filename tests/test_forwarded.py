@@ -13,7 +13,7 @@ IDENTITY = ["X-Auth-User-Id", "X-Auth-User-Email"]
 
 
 def policy(*trusted: str) -> HeaderPolicy:
-    return HeaderPolicy([ipaddress.ip_network(t) for t in trusted], IDENTITY)
+    return HeaderPolicy([ipaddress.ip_network(t) for t in trusted], IDENTITY, "http")
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:

@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.demo import DEMO_COOKIE, build_auth_api, build_frontend
 from gateway.demo_runner import demo_check, demo_config, new_demo_key, serve_app
 from gateway.server import RunningGateway, start_gateway
+from gateway.tls_config import TlsConfig
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -36,7 +37,7 @@ CHROMIUM_ARGS = [
 ]
 # Playwright's default switch that disables Chrome's back/forward cache.
 BFCACHE_OFF = "--disable-back-forward-cache"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 # How long any single browser wait may take; each whole test finishes in a few seconds.
 WAIT_MS = 10_000
 # The demo apps get a short grace on shutdown so a test that stops one mid-run is not held up.
@@ -59,10 +60,11 @@ class DemoStack:
     frontend_runner: web.AppRunner
     frontend_port: int
     stopped: set[str] = field(default_factory=set)
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway.port}"
+        return f"{self.scheme}://127.0.0.1:{self.gateway.port}"
 
     @property
     def api_url(self) -> str:
@@ -85,14 +87,20 @@ class DemoStack:
 
 
 @asynccontextmanager
-async def demo_stack(*, cache_ttl: float | None = None) -> AsyncIterator[DemoStack]:
+async def demo_stack(
+    *, cache_ttl: float | None = None, tls: TlsConfig | None = None
+) -> AsyncIterator[DemoStack]:
     """The whole demo, built as the demo command builds it (demo_config, a new signing key, the
-    frontend checking the gateway's signature), the gateway on a free port bound beforehand."""
+    frontend checking the gateway's signature), the gateway on a free port bound beforehand
+    (over https with `tls`)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     api_runner, api_port = await serve(build_auth_api())
-    frontend = build_frontend(f"http://127.0.0.1:{api_port}", demo_check("127.0.0.1", port))
+    # Over https the frontend would need the test CA to fetch the JWKS: the TLS demo trusts
+    # the identity headers (its signature check is tested over plain http).
+    check = demo_check("127.0.0.1", port) if tls is None else None
+    frontend = build_frontend(f"http://127.0.0.1:{api_port}", check)
     frontend_runner, frontend_port = await serve(frontend)
     with tempfile.TemporaryDirectory(prefix="hamrah-demo-") as keys:
         config = demo_config("127.0.0.1", port, frontend_port, api_port, new_demo_key(Path(keys)))
@@ -100,8 +108,11 @@ async def demo_stack(*, cache_ttl: float | None = None) -> AsyncIterator[DemoSta
         config = config.model_copy(
             update={"auth": config.auth.model_copy(update={"cache_ttl": cache_ttl})}
         )
+    if tls is not None:
+        config = config.model_copy(update={"tls": tls, "assertion": None})
     gateway = await start_gateway(config, listener)
     stack = DemoStack(gateway, config, api_runner, api_port, frontend_runner, frontend_port)
+    stack.scheme = "http" if tls is None else "https"
     try:
         yield stack
     finally:
@@ -109,7 +120,7 @@ async def demo_stack(*, cache_ttl: float | None = None) -> AsyncIterator[DemoSta
 
 
 @asynccontextmanager
-async def chromium(*, bfcache: bool = False) -> AsyncIterator[Browser]:
+async def chromium(*, bfcache: bool = False, args: tuple[str, ...] = ()) -> AsyncIterator[Browser]:
     """A headless Debian Chromium; each launch gets a fresh temporary profile from Playwright.
 
     Playwright turns Chrome's back/forward cache off by default; bfcache=True turns it back on,
@@ -118,7 +129,7 @@ async def chromium(*, bfcache: bool = False) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, *args],
             headless=True,
             ignore_default_args=[BFCACHE_OFF] if bfcache else None,
         )

@@ -29,6 +29,13 @@ async def eventually(predicate: Callable[[], bool], deadline: float = 5.0) -> No
             await asyncio.sleep(0.01)
 
 
+async def eventually_async(check: Callable[[], Awaitable[bool]], deadline: float = 5.0) -> None:
+    """Like eventually, for a check that has to do I/O (a handshake, a request)."""
+    async with asyncio.timeout(deadline):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
     """A real server for a test app on a free loopback port."""
     return await serve_app(app)

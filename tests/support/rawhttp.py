@@ -6,6 +6,7 @@ Client libraries clean requests up (normalize paths, drop odd headers); attacks 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 
 READ_DEADLINE = 10.0
@@ -64,10 +65,15 @@ async def read_response(reader: asyncio.StreamReader, method: str = "GET") -> Ra
     return response
 
 
-async def exchange(port: int, data: bytes, method: str = "GET") -> RawResponse:
-    """Send raw bytes on a new connection and read one response."""
+async def exchange(
+    port: int, data: bytes, method: str = "GET", tls: ssl.SSLContext | None = None
+) -> RawResponse:
+    """Send raw bytes on a new connection (over TLS with `tls`) and read one response."""
     async with asyncio.timeout(READ_DEADLINE):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        hostname = None if tls is None else "localhost"
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname=hostname
+        )
         try:
             writer.write(data)
             await writer.drain()
