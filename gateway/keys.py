@@ -20,7 +20,6 @@ from jwt.algorithms import ECAlgorithm
 from jwt.utils import base64url_encode
 
 ALGORITHM = "ES256"
-CURVE_NAME = "P-256"
 # The members RFC 7638 hashes for an EC key, in the lexicographic order it prescribes.
 _THUMBPRINT_MEMBERS = ("crv", "kty", "x", "y")
 KEY_FILE_MODE = 0o600

@@ -58,10 +58,9 @@ class Connection(Protocol):
 def fit_descriptors(limits: LimitsConfig) -> int:
     """The connection cap this process can keep: raise the soft RLIMIT_NOFILE to make room for
     max_connections plus DESCRIPTOR_HEADROOM, and lower the cap (with a warning) where the hard
-    limit does not allow that. A config that sets max_connections explicitly and does not fit is
-    refused earlier, at parse time (see needed_descriptors)."""
+    limit does not allow that."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = needed_descriptors(limits.max_connections)
+    need = limits.max_connections + DESCRIPTOR_HEADROOM
     ceiling = need if hard == resource.RLIM_INFINITY else min(need, hard)
     if soft != resource.RLIM_INFINITY and soft < ceiling:
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
@@ -78,15 +77,6 @@ def fit_descriptors(limits: LimitsConfig) -> int:
     return cap
 
 
-def needed_descriptors(max_connections: int) -> int:
-    return max_connections + DESCRIPTOR_HEADROOM
-
-
-def hard_descriptor_limit() -> int | None:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return None if hard == resource.RLIM_INFINITY else hard
-
-
 @dataclass
 class Refusals:
     """Counts refusals by kind: in /metrics at once, in a log line at most once a second."""
@@ -95,7 +85,6 @@ class Refusals:
     clock: Callable[[], float] = time.monotonic
     _pending: collections.Counter[str] = field(default_factory=collections.Counter)
     _recent: collections.deque[tuple[float, str]] = field(default_factory=collections.deque)
-    _children: dict[str, object] = field(default_factory=dict)
 
     def count(self, kind: str) -> None:
         self.metrics.refusals.labels(kind).inc()
@@ -143,7 +132,11 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._ip_of)
 
-    def admit(self, connection: object, ip: str, others: Iterable[Connection]) -> bool:
+    def admit(
+        self, connection: object, ip: str, others: Callable[[], Iterable[Connection]]
+    ) -> bool:
+        """`others` lists the open connections; called only at the cap, since listing them
+        costs as many steps as there are connections."""
         if self._by_ip[ip] >= self.per_ip and not self._trusted(ip):
             self._refusals.count("per_ip")
             return False
@@ -167,8 +160,8 @@ class ConnectionGuard:
             if self._by_ip[ip] <= 0:
                 del self._by_ip[ip]
 
-    def _reclaim(self, others: Iterable[Connection]) -> bool:
-        for other in others:
+    def _reclaim(self, others: Callable[[], Iterable[Connection]]) -> bool:
+        for other in others():
             if other.idle:
                 other.force_close()
                 self._refusals.count("idle_reclaimed")
@@ -193,11 +186,9 @@ class LoadWatch:
         self._refusals = refusals
         self._connections = connections
         self.lag = 0.0
+        # Read by every request (the shedding stage), so worked out once a tick, not per read.
+        self.overloaded = False
         self._tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def overloaded(self) -> bool:
-        return self._lagged >= LAGGED_TICKS or self._guard.full
 
     def start(self) -> None:
         self._tasks = [asyncio.ensure_future(self._ticks()), asyncio.ensure_future(self._sweeps())]
@@ -215,13 +206,14 @@ class LoadWatch:
             self.lag = max(loop.time() - expected, 0.0)
             late = 0 < self._overload_lag < self.lag
             self._lagged = self._lagged + 1 if late else 0
+            self.overloaded = self._lagged >= LAGGED_TICKS or self._guard.full
 
     async def _sweeps(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             now = loop.time()
-            for connection in list(self._connections()):
+            for connection in self._connections():
                 kind = connection.enforce_deadlines(now)
                 if kind is not None:
                     self._refusals.count(kind)

@@ -185,7 +185,10 @@ class GatewayServer(web.Server):
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         self._metrics.connections.inc()
-        others = (c for c in self.handlers() if c is not handler)
+
+        def others() -> list[ProtocolHandler]:
+            return [c for c in self.handlers() if c is not handler]
+
         if not self._guard.admit(handler, peer_ip(transport), others):
             handler.force_close()
             transport.close()
